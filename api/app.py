@@ -1,0 +1,43 @@
+"""The FastAPI application: routes, error handlers, and the upkeep loop (outbox relay, lease reaper)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import shrinkray
+from api.errors import install_error_handlers
+from api.routes import artifacts, health, jobs
+from shrinkray.services import artifact_store, session_factory
+from shrinkray.settings import Settings
+from workers.celery_app import create_celery
+from workers.maintenance import MaintenanceLoop
+
+
+def create_app(settings: Settings | None = None, *, run_maintenance: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loop = MaintenanceLoop(app.state.sessions, app.state.celery, settings) if run_maintenance else None
+        if loop:
+            loop.start()
+        try:
+            yield
+        finally:
+            if loop:
+                loop.stop()
+
+    app = FastAPI(title="Shrinkray", version=shrinkray.__version__, lifespan=lifespan,
+                  description="Compress large language models: submit a model and a recipe, get back a "
+                              "compressed-tensors checkpoint and a report.")
+    app.state.settings = settings
+    app.state.sessions = session_factory(settings)
+    app.state.store = artifact_store(settings)
+    app.state.celery = create_celery(settings)
+    install_error_handlers(app)
+    for module in (jobs, artifacts, health):
+        app.include_router(module.router)
+    return app

@@ -1,0 +1,31 @@
+"""Maps the library's typed errors to HTTP answers that name the field and say what to fix."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from compress.errors import RecipeError
+from storage.uris import SourceRejected
+
+
+def field_error(location: list[str | int], message: str, status: int = 422) -> JSONResponse:
+    """The same shape FastAPI uses for validation errors, so clients parse one format."""
+    return JSONResponse(status_code=status, content={"detail": [
+        {"loc": ["body", *location], "msg": message, "type": "value_error"}]})
+
+
+class InvalidSource(Exception):
+    def __init__(self, field: str, error: SourceRejected) -> None:
+        super().__init__(str(error))
+        self.field = field
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RecipeError)
+    async def _recipe_error(_request: Request, exc: RecipeError) -> JSONResponse:
+        return field_error([*exc.field.split(".")], exc.message)
+
+    @app.exception_handler(InvalidSource)
+    async def _invalid_source(_request: Request, exc: InvalidSource) -> JSONResponse:
+        return field_error([exc.field], str(exc))

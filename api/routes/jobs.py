@@ -1,0 +1,72 @@
+"""/v1/jobs: submit, inspect, list and cancel compression jobs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy.orm import Session
+
+from api.deps import CeleryDep, JobDep, SessionDep, SessionFactoryDep, SettingsDep
+from api.errors import InvalidSource
+from api.schemas import JobCreate, JobOut, JobPage, StageRunOut
+from compress.recipes import resolve_recipe
+from storage.jobs import create_job, list_jobs, request_cancel, stage_runs
+from storage.models import Job, JobStatus
+from storage.uris import SourceRejected, parse_source_uri
+from workers.outbox import relay_outbox
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+
+def job_out(session: Session, job: Job) -> JobOut:
+    out = JobOut.model_validate(job)
+    out.stages = [StageRunOut.model_validate(run) for run in stage_runs(session, job.id)]
+    return out
+
+
+@router.post("", status_code=201, response_model=JobOut)
+def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep, settings: SettingsDep,
+               celery: CeleryDep) -> JobOut:
+    """Validate everything that can be checked before a worker sees the job, then enqueue it after commit."""
+    recipe = resolve_recipe(preset=body.preset, recipe=body.recipe)
+    for field in ("model_uri", "calibration_uri", "eval_uri"):
+        value = getattr(body, field)
+        if value is not None:
+            try:
+                parse_source_uri(value, roots=settings.model_roots, buckets=settings.model_buckets)
+            except SourceRejected as exc:
+                raise InvalidSource(field, exc) from exc
+    with session.begin():
+        job = create_job(session, model_uri=body.model_uri, recipe=recipe.model_dump(mode="json"),
+                         preset=body.preset, queue="gpu" if body.device == "gpu" else "cpu",
+                         calibration_uri=body.calibration_uri, eval_uri=body.eval_uri)
+    try:
+        relay_outbox(sessions, celery)
+    except Exception:  # the job is committed; the maintenance loop relays it once the broker is back
+        log.warning("could not relay job %s now", job.id, exc_info=True)
+    return job_out(session, job)
+
+
+@router.get("", response_model=JobPage)
+def get_jobs(session: SessionDep, status: Annotated[JobStatus | None, Query()] = None,
+             limit: Annotated[int, Query(ge=1, le=500)] = 50,
+             offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
+    jobs, total = list_jobs(session, status=status, limit=limit, offset=offset)
+    return JobPage(items=[JobOut.model_validate(job) for job in jobs], total=total, limit=limit, offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job: JobDep, session: SessionDep) -> JobOut:
+    return job_out(session, job)
+
+
+@router.post("/{job_id}/cancel", response_model=JobOut)
+def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
+    if JobStatus(job.status).terminal:
+        raise HTTPException(status_code=409, detail=f"job {job.id} already ended as {job.status}")
+    request_cancel(session, job)
+    session.commit()
+    return job_out(session, job)

@@ -1,0 +1,56 @@
+"""Export: a Hugging Face directory in the compressed-tensors format that transformers and vLLM load.
+
+int4 and int8 weights are stored "pack-quantized" (codes packed into int32, bf16 scales); config.json
+gets the `quantization_config` compressed-tensors writes; recipe.yaml records how it was made.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+from compressed_tensors.compressors import ModelCompressor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from compress.errors import CompressError
+from compress.recipes import Recipe
+from compress.schemes import SCALE_DTYPE
+
+
+def save_compressed(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    recipe: Recipe,
+    out_dir: Path,
+    dtype: torch.dtype = SCALE_DTYPE,
+) -> None:
+    """Write model (after compress_model) to out_dir atomically: built in a temp dir beside it, then renamed.
+
+    The model is cast to `dtype` and packed in place for the write, then unpacked again, so it stays usable.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise CompressError(f"{out_dir} exists and is not empty")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
+    compressor = ModelCompressor.from_pretrained_model(model)
+    if compressor.quantization_config is None:
+        raise CompressError("the model carries no quantization scheme; run compress_model first")
+    # Pack before the cast: re-deriving int8 codes from bf16 weights can land a code off by one.
+    compressor.compress_model(model)
+    model.to(dtype)
+    model.config.dtype = dtype
+    try:
+        model.save_pretrained(tmp)
+        compressor.update_config(str(tmp))
+        tokenizer.save_pretrained(tmp)
+        (tmp / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        compressor.decompress_model(model)
+        shutil.rmtree(tmp, ignore_errors=True)

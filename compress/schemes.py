@@ -1,0 +1,27 @@
+"""Recipe modifiers -> compressed-tensors quantization schemes: the one place that knows the stored format."""
+
+from __future__ import annotations
+
+import torch
+from compressed_tensors.quantization import QuantizationArgs, QuantizationConfig, QuantizationScheme
+
+from compress.recipes import WeightQuantModifier
+
+# Checkpoints store scales in bf16 (what vLLM's w4a16 kernels read); quantizing with bf16-representable
+# scales makes the stored checkpoint dequantize to exactly the weights the runner computed.
+SCALE_DTYPE = torch.bfloat16
+
+
+def weight_args(modifier: WeightQuantModifier) -> QuantizationArgs:
+    return QuantizationArgs(
+        num_bits=modifier.bits,
+        type="int",
+        symmetric=modifier.symmetric,
+        strategy="group" if modifier.group_size else "channel",
+        group_size=modifier.group_size,
+    )
+
+
+def quantization_config(modifier: WeightQuantModifier) -> QuantizationConfig:
+    scheme = QuantizationScheme(targets=modifier.targets, weights=weight_args(modifier))
+    return QuantizationConfig(config_groups={"group_0": scheme}, ignore=modifier.ignore)

@@ -1,0 +1,259 @@
+"""The `shrinkray` command: the library alone (`compress`), the service parts, and a client of the API."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shrinkray.client import ApiError, ShrinkrayClient
+from shrinkray.report_view import format_report
+from shrinkray.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Compress large language models: as a library, as a service, or against a running API.")
+
+RecipeOption = Annotated[str, typer.Option("--recipe", "-r", help="preset name (e.g. w4a16-rtn) or a YAML/JSON file")]
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _recipe_arguments(recipe: str) -> dict[str, object]:
+    path = Path(recipe)
+    if path.suffix.lower() in (".yaml", ".yml", ".json") or path.is_file():
+        if not path.is_file():
+            raise _fail(f"recipe file {path} does not exist", 2)
+        return {"recipe": path.read_text(encoding="utf-8")}
+    return {"preset": recipe}
+
+
+@app.command()
+def compress(
+    model_dir: Annotated[Path, typer.Argument(help="a Hugging Face model directory (safetensors)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="where to write the compressed checkpoint")],
+    recipe: RecipeOption = "w4a16-rtn",
+    calib: Annotated[Path | None, typer.Option(help="calibration text (UTF-8); bundled text if omitted")] = None,
+    eval_text: Annotated[Path | None, typer.Option("--eval", help="evaluation text for perplexity")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+) -> None:
+    """Compress MODEL_DIR with a recipe into OUT, without any service."""
+    from compress.errors import CompressError
+    from compress.pipeline import compress_directory
+    from compress.recipes import resolve_recipe
+    from workers.stages.common import BUNDLED_TEXTS
+
+    if out.exists() and any(out.iterdir()):
+        raise _fail(f"{out} exists and is not empty; choose a new --out directory", 2)
+    try:
+        chosen = resolve_recipe(**_recipe_arguments(recipe))  # type: ignore[arg-type]
+        calib_text = (calib or BUNDLED_TEXTS / "calib.txt").read_text(encoding="utf-8")
+        evaluation = eval_text.read_text(encoding="utf-8") if eval_text else None
+        with _progress_bar() as progress:
+            report = compress_directory(model_dir, chosen, out, calib_text, evaluation, device=device,
+                                        progress=progress)
+    except (CompressError, OSError, UnicodeDecodeError) as exc:
+        raise _fail(str(exc), 2) from exc
+    typer.echo(json.dumps(report, indent=2, default=str))
+    typer.secho(f"wrote {out}", fg=typer.colors.GREEN)
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the metadata schema (Alembic) in SHRINKRAY_DATABASE_URL."""
+    from shrinkray.migrate import upgrade_database
+
+    settings = Settings()
+    upgrade_database(settings.database_url)
+    typer.echo(f"database at head: {_redact(settings.database_url)}")
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8000,
+          maintenance: Annotated[bool, typer.Option(help="run the outbox relay and lease reaper")] = True) -> None:
+    """Run the REST API (and, by default, the outbox relay and lease reaper)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(create_app(Settings(), run_maintenance=maintenance), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def worker(queues: Annotated[str | None, typer.Option(help="comma-separated: gpu,cpu (default by CUDA)")] = None,
+           concurrency: int = 1, loglevel: str = "INFO") -> None:
+    """Run a Celery worker that executes pipeline stages."""
+    from workers.main import start_worker
+
+    chosen = [q.strip() for q in queues.split(",")] if queues else None
+    start_worker(Settings(), chosen, concurrency, loglevel)
+
+
+@app.command()
+def up(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """The embedded default: SQLite, a local artifact directory, a file broker, the API and one worker."""
+    from shrinkray.migrate import upgrade_database
+
+    settings = Settings()
+    settings.home.mkdir(parents=True, exist_ok=True)
+    upgrade_database(settings.database_url)
+    worker_log = settings.home / "worker.log"
+    with worker_log.open("ab") as log_file:
+        worker_process = subprocess.Popen([sys.executable, "-m", "shrinkray.cli", "worker", "--loglevel", "INFO"],
+                                          stdout=log_file, stderr=subprocess.STDOUT)
+    typer.echo(f"shrinkray up: API on http://{host}:{port} (docs at /docs), worker pid {worker_process.pid} "
+               f"(log {worker_log}), data in {settings.home}")
+    try:
+        serve(host=host, port=port, maintenance=True)
+    finally:
+        worker_process.send_signal(signal.SIGTERM)
+        try:
+            worker_process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker_process.kill()
+
+
+@app.command()
+def submit(
+    model_uri: Annotated[str, typer.Argument(help="file:///path, s3://bucket/prefix, or a local directory")],
+    recipe: RecipeOption = "w4a16-rtn",
+    calibration_uri: str | None = None,
+    eval_uri: str | None = None,
+    device: str = "auto",
+    wait: Annotated[bool, typer.Option(help="wait for the job and print its report")] = False,
+) -> None:
+    """Submit a compression job to a running API."""
+    client = ShrinkrayClient(Settings().api_url)
+    if "://" not in model_uri:
+        model_uri = Path(model_uri).resolve().as_uri()
+    try:
+        job = client.submit(model_uri=model_uri, calibration_uri=calibration_uri, eval_uri=eval_uri,
+                            device=device, **_recipe_arguments(recipe))
+        typer.echo(job["id"])
+        if wait:
+            _finish(client, client.wait(job["id"]))
+    except ApiError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def status(job_id: Annotated[str | None, typer.Argument(help="a job id; all recent jobs if omitted")] = None,
+           watch: Annotated[bool, typer.Option(help="follow the job until it ends")] = False) -> None:
+    """Show one job (with --watch, follow it) or the most recent jobs."""
+    client = ShrinkrayClient(Settings().api_url)
+    try:
+        if job_id is None:
+            for job in client.jobs()["items"]:
+                typer.echo(f"{job['id']}  {job['status']:<10} {job['stage']:<10} {100 * job['progress']:5.1f}%  "
+                           f"{job['model_uri']}")
+            return
+        job = client.wait(job_id) if watch else client.job(job_id)
+        if job["status"] in ("succeeded", "failed", "cancelled"):
+            _finish(client, job)
+        else:
+            typer.echo(f"{job['status']}: {job.get('progress_message') or ''} ({100 * job['progress']:.0f}%)")
+    except ApiError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def demo(port: Annotated[int, typer.Option(help="API port; a free one if 0")] = 0) -> None:
+    """Compress the bundled demo model through the embedded service and print the report."""
+    from shrinkray.demo_model import build_demo_model
+
+    settings = Settings()
+    port = port or _free_port()
+    typer.echo("building the demo model (first run only)...")
+    model_dir = build_demo_model(settings.home / "demo-model")
+    env = {**os.environ, "SHRINKRAY_API_URL": f"http://127.0.0.1:{port}"}
+    with (settings.home / "up.log").open("ab") as log_file:
+        server = subprocess.Popen([sys.executable, "-m", "shrinkray.cli", "up", "--port", str(port)], env=env,
+                                  stdout=log_file, stderr=subprocess.STDOUT)
+    client = ShrinkrayClient(env["SHRINKRAY_API_URL"])
+    try:
+        _wait_healthy(client, server)
+        job = client.submit(model_uri=model_dir.as_uri(), preset="w4a16-rtn")
+        typer.echo(f"job {job['id']}: {model_dir.name} with w4a16-rtn")
+        _finish(client, client.wait(job["id"]))
+    except ApiError as exc:
+        raise _fail(f"{exc} (see {settings.home / 'up.log'})") from exc
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _wait_healthy(client: ShrinkrayClient, server: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise ApiError(f"the embedded service exited with code {server.returncode}")
+        try:
+            client.health()
+            return
+        except ApiError:
+            time.sleep(0.5)
+    raise ApiError(f"the embedded service did not become healthy within {timeout_s:.0f} s")
+
+
+def _finish(client: ShrinkrayClient, job: dict) -> None:
+    if job["status"] != "succeeded":
+        raise _fail(f"job {job['id']} {job['status']}: {job.get('error') or 'no reason recorded'}")
+    typer.echo(format_report(job["report"] or {}))
+    manifest = [a for a in client.artifacts(job["id"])["items"] if a["name"] == "manifest.json"]
+    if manifest:
+        typer.echo(f"artifacts: {manifest[0]['url'].removesuffix('/manifest.json')}")
+
+
+class _progress_bar:
+    """A tqdm bar fed by the library's (done, total, message) callback."""
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=1, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} {desc}")
+        return self._update
+
+    def _update(self, done: int, total: int, message: str) -> None:
+        self._bar.total = total
+        self._bar.n = done
+        self._bar.set_description_str(message[:50])
+        self._bar.refresh()
+
+    def __exit__(self, *_exc: object) -> None:
+        self._bar.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _redact(url: str) -> str:
+    if "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    main()

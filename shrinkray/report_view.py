@@ -1,0 +1,31 @@
+"""Renders a compression report as the short table the CLI prints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_report(report: dict[str, Any]) -> str:
+    ppl, size = report.get("perplexity", {}), report.get("size_bytes", {})
+    rows = [
+        ("perplexity before", _num(ppl.get("before"))),
+        ("perplexity after", _num(ppl.get("after"))),
+        ("perplexity change", f"{ppl['change_pct']:+.2f} %" if "change_pct" in ppl else "-"),
+        ("next-token agreement", f"{100 * report['next_token_agreement']:.1f} %"
+         if "next_token_agreement" in report else "-"),
+        ("size before", _mib(size.get("before"))),
+        ("size after", _mib(size.get("after"))),
+        ("compression ratio", f"{size['ratio']:.2f}x" if "ratio" in size else "-"),
+    ]
+    for stage, seconds in (report.get("stage_seconds") or {}).items():
+        rows.append((f"{stage} time", f"{seconds:.1f} s"))
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _mib(value: int | None) -> str:
+    return "-" if value is None else f"{value / 2**20:.2f} MiB"

@@ -1,0 +1,84 @@
+"""The one place that reads the environment: every process is configured by `SHRINKRAY_*` variables."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_HOME = Path.home() / ".shrinkray"
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API, the workers and the CLI.
+
+    The defaults describe the embedded mode (`shrinkray up`): SQLite, a local artifact
+    directory and a file-system broker, all under `home`. Production sets the database,
+    broker and artifact URLs to Postgres, Redis and an S3 bucket.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SHRINKRAY_", extra="ignore")
+
+    home: Path = DEFAULT_HOME
+    database_url: str = ""
+    broker_url: str = ""
+    artifact_url: str = Field("", description="file:///dir or s3://bucket[/prefix]")
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    cache_dir: Path | None = None
+    model_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="file:// models must lie under one"
+    )
+    model_buckets: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="s3:// models must be in one"
+    )
+    api_url: str = "http://127.0.0.1:8000"
+    presign_expiry_s: int = 900
+    stage_soft_time_limit_s: int = 3 * 3600
+    stage_hard_time_limit_s: int = 3 * 3600 + 300
+    lease_s: int = 120
+    heartbeat_s: int = 20
+    max_attempts: int = 3
+    retry_backoff_s: int = 5
+    device: str = "auto"
+
+    @field_validator("model_roots", "model_buckets", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item for item in (part.strip() for part in value.split(",")) if item]
+        return value
+
+    @model_validator(mode="after")
+    def _fill_embedded_defaults(self) -> Settings:
+        home = self.home.expanduser()
+        self.home = home
+        if not self.database_url:
+            self.database_url = f"sqlite:///{home / 'shrinkray.db'}"
+        if not self.broker_url:
+            self.broker_url = "filesystem://"
+        if not self.artifact_url:
+            self.artifact_url = (home / "artifacts").as_uri()
+        if self.cache_dir is None:
+            self.cache_dir = home / "cache"
+        if self.stage_soft_time_limit_s >= self.stage_hard_time_limit_s:
+            raise ValueError("stage_soft_time_limit_s must be below stage_hard_time_limit_s")
+        return self
+
+    @cached_property
+    def visibility_timeout_s(self) -> int:
+        """Redis redelivers an unacked task after this; twice the longest stage so it never races one."""
+        return 2 * self.stage_hard_time_limit_s
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.home / "broker"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem://")

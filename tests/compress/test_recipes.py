@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from compress.errors import RecipeError
+from compress.recipes import PRESETS, Recipe, resolve_recipe, validate_recipe_for_model
+from tests.conftest import SHARED_MODEL
+
+SHARED_CONFIG = json.loads((SHARED_MODEL / "config.json").read_text())
+
+
+def test_presets() -> None:
+    w4, w8 = resolve_recipe("w4a16-rtn").modifiers[0], resolve_recipe("w8a16-rtn").modifiers[0]
+    assert (w4.bits, w4.group_size, w4.symmetric) == (4, 128, True)
+    assert (w8.bits, w8.group_size, w8.symmetric) == (8, None, True)
+    resolve_recipe("w4a16-rtn").modifiers[0].bits = 8
+    assert PRESETS["w4a16-rtn"].modifiers[0].bits == 4, "a resolved preset must be a copy"
+
+
+def test_unknown_preset_lists_the_known_ones() -> None:
+    with pytest.raises(RecipeError) as caught:
+        resolve_recipe("w3a16")
+    assert caught.value.field == "preset" and "w4a16-rtn" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("recipe", "field"),
+    [
+        ({"modifiers": [{"method": "rtn", "bits": 3}]}, "recipe.modifiers.0.bits"),
+        ({"modifiers": [{"method": "rtn", "bits": 4, "group_size": 0}]}, "recipe.modifiers.0.group_size"),
+        ({"modifiers": [{"method": "rtn", "bits": 4, "grup_size": 64}]}, "recipe.modifiers.0.grup_size"),
+        (
+            {"modifiers": [{"method": "rtn", "bits": 4}, {"method": "nope", "bits": 4}]},
+            "recipe.modifiers.1.method",
+        ),
+        (
+            {"modifiers": [{"method": "rtn", "bits": 4}], "calibration": {"samples": 0}},
+            "recipe.calibration.samples",
+        ),
+        ({"modifiers": []}, "recipe.modifiers"),
+        ({"modifiers": [{"method": "rtn", "bits": 4, "symmetric": False}]}, "recipe.modifiers.0.symmetric"),
+        ("modifiers: [{method: rtn, bits: 4}]\nvalidation: {seq_len: 1}", "recipe.validation.seq_len"),
+    ],
+)
+def test_errors_name_the_field(recipe: object, field: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        resolve_recipe(recipe=recipe)
+    assert caught.value.field == field
+    assert str(caught.value).startswith(f"{field}: ")
+
+
+def test_exactly_one_source() -> None:
+    with pytest.raises(RecipeError):
+        resolve_recipe()
+    with pytest.raises(RecipeError):
+        resolve_recipe("w4a16-rtn", {"modifiers": []})
+
+
+def test_json_yaml_and_round_trip() -> None:
+    text = json.dumps({"modifiers": [{"method": "rtn", "bits": 8, "group_size": 64}]})
+    recipe = resolve_recipe(recipe=text)
+    assert recipe.modifiers[0].group_size == 64 and recipe.calibration.samples == 128
+    assert Recipe.model_validate(yaml.safe_load(recipe.to_yaml())) == recipe
+
+
+def test_group_size_must_divide_the_widths_it_hits() -> None:
+    validate_recipe_for_model(resolve_recipe("w4a16-rtn"), SHARED_CONFIG)
+    bad = resolve_recipe(recipe={"modifiers": [{"method": "rtn", "bits": 4, "group_size": 512}]})
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe_for_model(bad, SHARED_CONFIG)
+    assert caught.value.field == "recipe.modifiers.0.group_size" and "q_proj" in caught.value.message
+    only_down = resolve_recipe(
+        recipe={
+            "modifiers": [{"method": "rtn", "bits": 4, "group_size": 384, "targets": ["re:.*down_proj$"]}]
+        }
+    )
+    validate_recipe_for_model(only_down, SHARED_CONFIG)
+    odd_mlp = {**SHARED_CONFIG, "intermediate_size": 700}
+    with pytest.raises(RecipeError, match="down_proj"):
+        validate_recipe_for_model(resolve_recipe("w4a16-rtn"), odd_mlp)

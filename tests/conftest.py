@@ -1,0 +1,78 @@
+"""Shared fixtures: a fresh Postgres database per test session, an isolated Redis database, paths."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_MODEL = SHARED / "models" / "tiny-llama-shakespeare"
+CORPUS = SHARED / "corpus"
+POSTGRES_ADMIN_URL = os.environ.get("SHRINKRAY_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SHRINKRAY_TEST_REDIS", "redis://127.0.0.1:6379")
+
+pytest_plugins = ["tests.fixtures.s3"]
+
+
+def _sqlalchemy_url(database: str) -> str:
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{database}"
+
+
+@contextmanager
+def temporary_postgres_database() -> Iterator[str]:
+    """A database of its own, dropped afterwards (even with connections still open)."""
+    name = f"shrinkray_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _sqlalchemy_url(name)
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def temporary_redis_database() -> Iterator[str]:
+    """A Redis database index of its own, flushed before and after, so queues never leak between tests."""
+    client = redis.Redis.from_url(REDIS_URL)
+    for index in range(15, 0, -1):
+        if client.set(f"shrinkray-test-lock-{index}", "1", nx=True, ex=3600):
+            break
+    else:
+        raise RuntimeError("no free Redis database index for the test")
+    url = f"{REDIS_URL}/{index}"
+    redis.Redis.from_url(url).flushdb()
+    try:
+        yield url
+    finally:
+        redis.Redis.from_url(url).flushdb()
+        client.delete(f"shrinkray-test-lock-{index}")
+
+
+@pytest.fixture()
+def postgres_url() -> Iterator[str]:
+    with temporary_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture()
+def migrated_postgres_url(postgres_url: str) -> str:
+    from shrinkray.migrate import upgrade_database
+
+    upgrade_database(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture()
+def redis_url() -> Iterator[str]:
+    with temporary_redis_database() as url:
+        yield url

@@ -1,0 +1,73 @@
+"""One compression job through REST, Postgres, Redis, a real worker process and an S3 endpoint, and back."""
+
+from __future__ import annotations
+
+import json
+
+from tests.conftest import CORPUS, SHARED_MODEL
+from tests.fixtures.processes import wait_for_job
+from tests.integration.checkpoint_checks import (
+    assert_quantized_close_to_original,
+    download_artifacts,
+    packed_int4_ratio,
+)
+
+JOB_TIMEOUT_S = 900
+
+
+def _submit(stack, model_uri: str, **extra) -> str:
+    body = {"model_uri": model_uri, "preset": "w4a16-rtn", **extra}
+    response = stack.api.post("/v1/jobs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()["id"]
+
+
+def test_rtn_int4_job_round_trips_through_s3(s3_stack, tmp_path) -> None:
+    job_id = _submit(s3_stack, SHARED_MODEL.as_uri(), calibration_uri=(CORPUS / "calib.txt").as_uri(),
+                     eval_uri=(CORPUS / "eval.txt").as_uri())
+    job = wait_for_job(s3_stack.api, job_id, JOB_TIMEOUT_S, *s3_stack.processes)
+    assert job["status"] == "succeeded", (job, s3_stack.worker.log_tail())
+    assert [run["stage"] for run in job["stages"]] == ["fetch", "calibrate", "compress", "validate", "publish"]
+    assert all(run["status"] == "succeeded" and run["finished_at"] for run in job["stages"])
+
+    manifest = download_artifacts(s3_stack.api, job_id, tmp_path)
+    assert any(name.endswith(".safetensors") for name in manifest["files"])
+    before, after = assert_quantized_close_to_original(tmp_path / "model")
+    assert packed_int4_ratio(tmp_path / "model") >= 2.5
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert abs(report["perplexity"]["before"] - before) / before < 1e-3
+    assert abs(report["perplexity"]["after"] - after) / after < 1e-3
+    assert set(report["stage_seconds"]) == {"fetch", "calibrate", "compress", "validate"}
+    print(f"\nS3 job {job_id}: ppl {before:.3f} -> {after:.3f}; stages {report['stage_seconds']}; "
+          f"sizes {report['size_bytes']}")
+
+
+def test_bad_models_fail_readably_and_the_worker_carries_on(s3_stack, tmp_path) -> None:
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((SHARED_MODEL / "config.json").read_text())
+    (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    pickle_job = _submit(s3_stack, pickled.as_uri())
+    missing_job = _submit(s3_stack, (tmp_path / "does-not-exist").as_uri())
+    good_job = _submit(s3_stack, SHARED_MODEL.as_uri(), eval_uri=(CORPUS / "eval.txt").as_uri())
+
+    pickle_result = wait_for_job(s3_stack.api, pickle_job, JOB_TIMEOUT_S, *s3_stack.processes)
+    assert pickle_result["status"] == "failed"
+    assert "pickle" in pickle_result["error"] and "pytorch_model.bin" in pickle_result["error"]
+    assert "Traceback" not in pickle_result["error"]
+    missing_result = wait_for_job(s3_stack.api, missing_job, JOB_TIMEOUT_S, *s3_stack.processes)
+    assert missing_result["status"] == "failed"
+    assert "does-not-exist" in missing_result["error"] and "Traceback" not in missing_result["error"]
+    for failed in (pickle_job, missing_job):
+        assert s3_stack.api.get(f"/v1/jobs/{failed}/artifacts").status_code == 409
+
+    good = wait_for_job(s3_stack.api, good_job, JOB_TIMEOUT_S, *s3_stack.processes)
+    assert good["status"] == "succeeded", good
+    assert s3_stack.worker.alive()
+
+
+def test_health_reports_every_part(s3_stack) -> None:
+    response = s3_stack.api.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}

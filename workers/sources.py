@@ -1,0 +1,89 @@
+"""Bring a job's sources (model directory, calibration and eval texts) onto this worker.
+
+Models are copied into the worker cache under a name derived from the URI, atomically, and
+checked: only safetensors, no remote code; later stages verify the cached files' sha256 against
+what the fetch stage recorded, so a model that changed under a job is caught.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+
+from compress.errors import ModelRejected
+from compress.model_io import ModelInfo, inspect_model_dir
+from shrinkray.services import artifact_store
+from shrinkray.settings import Settings
+from storage.artifacts import ArtifactStore, download_prefix
+from storage.uris import SourceUri, parse_source_uri
+
+MAX_TEXT_BYTES = 512 * 1024 * 1024
+
+
+def parse(uri: str, settings: Settings) -> SourceUri:
+    return parse_source_uri(uri, roots=settings.model_roots, buckets=settings.model_buckets)
+
+
+def fetch_model(uri: str, settings: Settings) -> tuple[Path, ModelInfo]:
+    """The cached model directory for `uri`, fetched if this worker has not got it yet."""
+    source = parse(uri, settings)
+    assert settings.cache_dir is not None
+    target = settings.cache_dir / "models" / hashlib.sha256(uri.encode()).hexdigest()[:24]
+    if target.is_dir():
+        return target, inspect_model_dir(target)
+    if source.scheme == "file":
+        assert source.path is not None
+        # Check the source itself first: a pickle checkpoint must not even be copied.
+        inspect_model_dir(source.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
+    try:
+        if source.scheme == "file":
+            assert source.path is not None
+            shutil.copytree(source.path, staging, dirs_exist_ok=True, symlinks=False)
+        else:
+            prefix = (source.key or "").rstrip("/")
+            store = _bucket_store(source, settings)
+            if not store.list_keys(prefix + "/"):
+                raise ModelRejected(f"no objects under s3://{source.bucket}/{prefix}/")
+            download_prefix(store, prefix, staging)
+        inspect_model_dir(staging)
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target, inspect_model_dir(target)
+
+
+def cached_model(uri: str, settings: Settings, expected_files: dict[str, str]) -> Path:
+    """The model as the fetch stage saw it; re-fetched on a worker that lacks it, then verified."""
+    path, info = fetch_model(uri, settings)
+    if info.files != expected_files:
+        changed = sorted(set(info.files.items()) ^ set(expected_files.items()))
+        names = sorted({name for name, _ in changed})
+        raise ModelRejected(f"model files changed since the fetch stage: {', '.join(names[:5])}")
+    return path
+
+
+def read_text(uri: str, settings: Settings) -> str:
+    """A UTF-8 calibration or evaluation text from file:// or s3://."""
+    source = parse(uri, settings)
+    if source.scheme == "file":
+        assert source.path is not None
+        if not source.path.is_file():
+            raise ModelRejected(f"text file {source.path} does not exist")
+        if source.path.stat().st_size > MAX_TEXT_BYTES:
+            raise ModelRejected(f"text file {source.path} is larger than {MAX_TEXT_BYTES} bytes")
+        data = source.path.read_bytes()
+    else:
+        data = _bucket_store(source, settings).get_bytes(source.key or "")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelRejected(f"{uri} is not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+
+
+def _bucket_store(source: SourceUri, settings: Settings) -> ArtifactStore:
+    return artifact_store(settings, url=f"s3://{source.bucket}")
