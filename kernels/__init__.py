@@ -1,0 +1,1 @@
+"""Fused Triton kernels for compressed layers (dequantize-matmul, activation quantization)."""
