@@ -224,7 +224,7 @@ class _progress_bar:
     def __enter__(self):  # type: ignore[no-untyped-def]
         from tqdm import tqdm
 
-        self._bar = tqdm(total=1, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} {desc}")
+        self._bar = tqdm(total=1, bar_format="{desc:<50} {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt}")
         return self._update
 
     def _update(self, done: int, total: int, message: str) -> None:

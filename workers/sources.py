@@ -46,8 +46,9 @@ def fetch_model(uri: str, settings: Settings) -> tuple[Path, ModelInfo]:
         else:
             prefix = (source.key or "").rstrip("/")
             store = _bucket_store(source, settings)
-            if not store.list_keys(prefix + "/"):
-                raise ModelRejected(f"no objects under s3://{source.bucket}/{prefix}/")
+            listing_prefix = f"{prefix}/" if prefix else ""
+            if not store.list_keys(listing_prefix):
+                raise ModelRejected(f"no objects under s3://{source.bucket}/{listing_prefix}")
             download_prefix(store, prefix, staging)
         inspect_model_dir(staging)
         staging.rename(target)
