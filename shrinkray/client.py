@@ -38,7 +38,8 @@ class ShrinkrayClient:
              show_progress: bool = True) -> dict[str, Any]:
         """Poll until the job ends, drawing a progress bar from the job row's progress and stage."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        with tqdm(total=100, unit="%", disable=not show_progress, bar_format="{desc:<60} {percentage:3.0f}%|{bar}|") as bar:
+        bar_format = "{desc:<60} {percentage:3.0f}%|{bar}|"
+        with tqdm(total=100, unit="%", disable=not show_progress, bar_format=bar_format) as bar:
             while True:
                 job = self.job(job_id)
                 bar.n = round(100 * job["progress"])
