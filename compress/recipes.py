@@ -10,8 +10,10 @@ import json
 import re
 from typing import Annotated, Literal, Union
 
+import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from torch import nn
 
 from compress.errors import RecipeError
 
@@ -24,20 +26,14 @@ class WeightQuantModifier(_Strict):
     """Integer weight-only quantization of the targeted Linear layers; methods subclass it."""
 
     method: str
-    bits: Literal[4, 8]
+    bits: Literal[3, 4, 8]
     group_size: int | None = Field(default=None, gt=0, description="None: one scale per output channel")
-    symmetric: bool = True
+    symmetric: bool = Field(
+        default=True,
+        description="asymmetric weights carry a zero point per group; they are stored unpacked (int8 codes)",
+    )
     targets: list[str] = Field(default_factory=lambda: ["Linear"], min_length=1)
     ignore: list[str] = Field(default_factory=lambda: ["lm_head"])
-
-    @field_validator("symmetric")
-    @classmethod
-    def _symmetric_only(cls, value: bool) -> bool:
-        # Measured: transformers 5.24 + compressed-tensors 0.20 cannot load back the packed zero points of an
-        # asymmetric pack-quantized checkpoint (shape mismatch), so such a recipe would fail at validation.
-        if not value:
-            raise ValueError("asymmetric weights cannot be exported loadably yet; use symmetric: true")
-        return value
 
 
 class RTNModifier(WeightQuantModifier):
@@ -46,8 +42,18 @@ class RTNModifier(WeightQuantModifier):
     method: Literal["rtn"] = "rtn"
 
 
-# method name -> modifier class. A new method (GPTQ, SparseGPT, ...) adds one class here.
-MODIFIERS: dict[str, type[WeightQuantModifier]] = {"rtn": RTNModifier}
+class GPTQModifier(WeightQuantModifier):
+    """GPTQ (Frantar et al. 2022): quantize column by column, pushing each column's error onto the rest
+    through the inverse Hessian of the layer's calibration inputs."""
+
+    method: Literal["gptq"] = "gptq"
+    act_order: bool = Field(default=True, description="quantize columns in order of decreasing Hessian diagonal")
+    damp: float = Field(default=0.01, gt=0, le=1, description="fraction of the mean Hessian diagonal added to it")
+    block_size: int = Field(default=128, gt=0, description="columns per lazy batch update")
+
+
+# method name -> modifier class. A new method adds one class here.
+MODIFIERS: dict[str, type[WeightQuantModifier]] = {"rtn": RTNModifier, "gptq": GPTQModifier}
 
 Modifier = Annotated[Union[tuple(MODIFIERS.values())], Field(discriminator="method")]  # noqa: UP007
 
@@ -85,8 +91,11 @@ class Recipe(_Strict):
 
 
 PRESETS: dict[str, Recipe] = {
+    "w4a16": Recipe(modifiers=[GPTQModifier(bits=4, group_size=128)]),
+    "w3a16": Recipe(modifiers=[GPTQModifier(bits=3, group_size=128)]),
     "w4a16-rtn": Recipe(modifiers=[RTNModifier(bits=4, group_size=128, symmetric=True)]),
     "w8a16-rtn": Recipe(modifiers=[RTNModifier(bits=8, group_size=None, symmetric=True)]),
+    "w8a16": Recipe(modifiers=[GPTQModifier(bits=8, group_size=None)]),
 }
 
 
@@ -121,39 +130,53 @@ def _parse(text: str) -> object:
         raise RecipeError("recipe", f"neither JSON nor YAML: {exc}") from exc
 
 
-def linear_widths(config: dict) -> dict[str, int]:
-    """Input width of each Linear of a Llama-like config.json, by its name in decoder layer 0."""
-    hidden = config.get("hidden_size")
-    if not isinstance(hidden, int):
-        raise RecipeError("model", "config.json has no integer hidden_size")
-    heads = config.get("num_attention_heads") or 1
-    head_dim = config.get("head_dim") or hidden // heads
-    widths = {f"model.layers.0.self_attn.{name}": hidden for name in ("q_proj", "k_proj", "v_proj")}
-    widths["model.layers.0.self_attn.o_proj"] = heads * head_dim
-    widths |= {f"model.layers.0.mlp.{name}": hidden for name in ("gate_proj", "up_proj")}
-    if isinstance(config.get("intermediate_size"), int):
-        widths["model.layers.0.mlp.down_proj"] = config["intermediate_size"]
-    widths["lm_head"] = hidden
-    return widths
+def linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
+    """(in_features, out_features) of every Linear, by name: the architecture built on the meta device from
+    config.json alone, so any model transformers knows is checked without reading a weight."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if config.get("auto_map"):
+        raise RecipeError("model", "config.json asks for remote code (auto_map); it is never run")
+    try:
+        fields = {key: value for key, value in config.items() if key != "model_type"}
+        model_config = AutoConfig.for_model(str(config.get("model_type")), **fields)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(model_config)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RecipeError("model", f"transformers cannot build this architecture: {exc}") from exc
+    return {
+        name: (module.in_features, module.out_features)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+    }
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
     """compressed-tensors' matching on names: `re:` searches a regex, else the name or its last part."""
-    return any(
-        re.match(p[3:], name) if p.startswith("re:") else p in (name, name.rsplit(".", 1)[-1], "Linear")
-        for p in patterns
-    )
+    return any(_pattern_matches(name, pattern) for pattern in patterns)
+
+
+def _pattern_matches(name: str, pattern: str) -> bool:
+    if pattern.startswith("re:"):
+        return re.match(pattern[3:], name) is not None
+    return pattern in (name, name.rsplit(".", 1)[-1], "Linear")
 
 
 def validate_recipe_for_model(recipe: Recipe, config: dict) -> None:
-    """Reject a recipe whose group size does not divide the input width of a layer it would quantize.
-
-    Groups run along the input dimension, so only in_features matters.
-    """
+    """Reject, before any compute, a recipe that cannot apply to this model: a target or ignore pattern that
+    matches no Linear, or a group size that does not divide the input width of a layer it would quantize
+    (groups run along the input dimension, so only in_features matters)."""
+    shapes = linear_shapes(config)
     for index, modifier in enumerate(recipe.modifiers):
+        for field in ("targets", "ignore"):
+            for pattern in getattr(modifier, field):
+                if not any(_pattern_matches(name, pattern) for name in shapes):
+                    raise RecipeError(
+                        f"recipe.modifiers.{index}.{field}", f"{pattern!r} matches no Linear layer of this model"
+                    )
         if modifier.group_size is None:
             continue
-        for name, width in linear_widths(config).items():
+        for name, (width, _out) in shapes.items():
             if not _matches(name, modifier.targets) or _matches(name, modifier.ignore):
                 continue
             if width % modifier.group_size:

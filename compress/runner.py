@@ -49,8 +49,10 @@ class CompressSummary:
 def _to(value: object, device: torch.device) -> object:
     if isinstance(value, torch.Tensor):
         return value.to(device)
-    if isinstance(value, tuple):
-        return tuple(_to(item, device) for item in value)
+    if isinstance(value, tuple | list):
+        return type(value)(_to(item, device) for item in value)
+    if isinstance(value, dict):
+        return {key: _to(item, device) for key, item in value.items()}
     return value
 
 

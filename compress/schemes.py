@@ -22,6 +22,14 @@ def weight_args(modifier: WeightQuantModifier) -> QuantizationArgs:
     )
 
 
+def storage_format(modifier: WeightQuantModifier) -> str:
+    """Symmetric codes are packed into int32; asymmetric ones stay int8, because transformers 5.24 with
+    compressed-tensors 0.20 cannot load packed zero points back (measured: a shape mismatch on load)."""
+    return "pack-quantized" if modifier.symmetric else "naive-quantized"
+
+
 def quantization_config(modifier: WeightQuantModifier) -> QuantizationConfig:
-    scheme = QuantizationScheme(targets=modifier.targets, weights=weight_args(modifier))
+    scheme = QuantizationScheme(
+        targets=modifier.targets, weights=weight_args(modifier), format=storage_format(modifier)
+    )
     return QuantizationConfig(config_groups={"group_0": scheme}, ignore=modifier.ignore)

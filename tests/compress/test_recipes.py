@@ -22,14 +22,14 @@ def test_presets() -> None:
 
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(RecipeError) as caught:
-        resolve_recipe("w3a16")
+        resolve_recipe("w5a16")
     assert caught.value.field == "preset" and "w4a16-rtn" in caught.value.message
 
 
 @pytest.mark.parametrize(
     ("recipe", "field"),
     [
-        ({"modifiers": [{"method": "rtn", "bits": 3}]}, "recipe.modifiers.0.bits"),
+        ({"modifiers": [{"method": "rtn", "bits": 5}]}, "recipe.modifiers.0.bits"),
         ({"modifiers": [{"method": "rtn", "bits": 4, "group_size": 0}]}, "recipe.modifiers.0.group_size"),
         ({"modifiers": [{"method": "rtn", "bits": 4, "grup_size": 64}]}, "recipe.modifiers.0.grup_size"),
         (
@@ -41,7 +41,6 @@ def test_unknown_preset_lists_the_known_ones() -> None:
             "recipe.calibration.samples",
         ),
         ({"modifiers": []}, "recipe.modifiers"),
-        ({"modifiers": [{"method": "rtn", "bits": 4, "symmetric": False}]}, "recipe.modifiers.0.symmetric"),
         ("modifiers: [{method: rtn, bits: 4}]\nvalidation: {seq_len: 1}", "recipe.validation.seq_len"),
     ],
 )
@@ -81,3 +80,17 @@ def test_group_size_must_divide_the_widths_it_hits() -> None:
     odd_mlp = {**SHARED_CONFIG, "intermediate_size": 700}
     with pytest.raises(RecipeError, match="down_proj"):
         validate_recipe_for_model(resolve_recipe("w4a16-rtn"), odd_mlp)
+
+
+@pytest.mark.parametrize("field", ["targets", "ignore"])
+def test_a_layer_pattern_that_matches_nothing_is_rejected(field: str) -> None:
+    recipe = resolve_recipe(recipe={"modifiers": [{"method": "gptq", "bits": 4, field: ["re:.*no_such_proj$"]}]})
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe_for_model(recipe, SHARED_CONFIG)
+    assert caught.value.field == f"recipe.modifiers.0.{field}" and "no_such_proj" in caught.value.message
+
+
+def test_remote_code_architectures_are_refused() -> None:
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe_for_model(resolve_recipe("w4a16"), {**SHARED_CONFIG, "auto_map": {"AutoModel": "x.Y"}})
+    assert caught.value.field == "model"

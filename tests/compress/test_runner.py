@@ -106,3 +106,12 @@ def test_group_size_is_checked_against_the_real_layers(random_model) -> None:  #
         RecipeError, match="128 does not divide the input width 64 of model.layers.0.self_attn.q_proj"
     ):
         compress_model(random_model[0], resolve_recipe("w4a16-rtn"), None, {}, torch.device("cpu"))
+
+
+def test_layer_kwargs_move_to_the_compute_device_however_nested() -> None:
+    from compress.runner import _to
+
+    cpu = torch.ones(2)
+    moved = _to({"position_embeddings": (cpu, cpu), "mask": [cpu], "flag": True}, torch.device("meta"))
+    assert moved["flag"] is True
+    assert all(t.device.type == "meta" for t in (*moved["position_embeddings"], *moved["mask"]))
