@@ -346,6 +346,7 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = datetime.now().astimezone()
+    code = git_state()  # before any run: compress/ may be committed or edited while the benchmark runs
     logs = LOGS / started.strftime("%Y-%m-%d-%H%M%S")
     presets = select_presets(args.only)
 
@@ -376,7 +377,7 @@ def main() -> None:
     document = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
-        "git": git_state(),
+        "git": code,
         "model": os.path.relpath(MODEL_DIR, REPO),
         "protocol": PROTOCOL,
         "eval_windows_limit": args.eval_windows,
