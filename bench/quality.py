@@ -233,35 +233,32 @@ def _pair(ours: float | None, peer: float | None, digits: int = 1) -> str:
 
 
 def table(rows: list[Row], original: tuple[float | None, float | None]) -> str:
-    """Markdown table; size and peak columns read 'ours / peer'."""
-    head = "| recipe | ours ppl | peer ppl | ours s | peer s | size MB | peak MB | target | met? |"
-    lines = [head, "|" + " --- |" * 9]
-    lines.append(
+    """Markdown table; the size and peak columns read 'ours / peer'."""
+    lines = [
+        "| recipe | ours ppl | peer ppl | ours s | peer s | size MB | peak MB | target | met? |",
+        "|" + " --- |" * 9,
         f"| original (fp32) | {_num(original[0])} | {_num(original[1])} | – | – | "
-        f"{_dir_mb(MODEL_DIR):.2f} (bf16 file) | – | – | – |"
-    )
-    for row in rows:
-        ours, peer = (r if _ok(r) else None for r in (row.ours, row.peer))
-        name = row.name if row.peer_recipe in (None, row.name) else f"{row.name} ↔ {row.peer_recipe}"
-        met = ", ".join({True: "yes", False: "NO", None: "?"}[m] for m in row.met) or "–"
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    name,
-                    _error_or(row.ours, ours and _num(ours["ppl_after"])),
-                    _error_or(row.peer, peer and _num(peer["ppl"])),
-                    _num(ours and ours_seconds(ours), 1),
-                    _num(peer and peer["seconds"], 1),
-                    _pair(ours and ours["size_bytes_after"] / 1e6, peer and peer["size_bytes"] / 1e6, 2),
-                    _pair(ours and ours["peak_rss_mb_wait4"], peer and peer["peak_rss_mb_wait4"], 0),
-                    "; ".join(row.targets) or "–",
-                    met,
-                ]
-            )
-            + " |"
-        )
+        f"{_dir_mb(MODEL_DIR):.2f} (bf16 file) | – | – | – |",
+    ]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def _cells(row: Row) -> list[str]:
+    ours, peer = (result if _ok(result) else None for result in (row.ours, row.peer))
+    name = row.name if row.peer_recipe in (None, row.name) else f"{row.name} ↔ {row.peer_recipe}"
+    met = "no preset" if row.ours is None else ", ".join({True: "yes", False: "NO", None: "?"}[m] for m in row.met)
+    return [
+        name,
+        _error_or(row.ours, ours and _num(ours["ppl_after"])),
+        _error_or(row.peer, peer and _num(peer["ppl"])),
+        _num(ours and ours_seconds(ours), 1),
+        _num(peer and peer["seconds"], 1),
+        _pair(ours and ours["size_bytes_after"] / 1e6, peer and peer["size_bytes"] / 1e6, 2),
+        _pair(ours and ours["peak_rss_mb_wait4"], peer and peer["peak_rss_mb_wait4"], 0),
+        "; ".join(row.targets) or "–",
+        (met or "–") if row.targets else "–",
+    ]
 
 
 def _error_or(result: dict | None, text: str | None) -> str:
@@ -339,6 +336,30 @@ def select_presets(only: list[str] | None) -> list[str]:
     return only
 
 
+def original_ppl(ours: dict[str, dict], peer: dict[str, dict]) -> tuple[float | None, float | None]:
+    """Baseline ppl of each side: ours from any successful report, the peer's from its "original" run."""
+    first = next((r for r in ours.values() if _ok(r)), None)
+    return (first["ppl_before"] if first else None, peer["original"]["ppl"] if _ok(peer.get("original")) else None)
+
+
+def save(output: Path, header: dict, ours: dict[str, dict], peer: dict[str, dict], complete: bool) -> list[Row]:
+    """Write the JSON after every run, so a killed benchmark (a full run is about an hour) keeps what it measured."""
+    rows = build_rows(ours, peer)
+    ppl = original_ppl(ours, peer)
+    versions = next((r["versions"] for r in peer.values() if "versions" in r), None)
+    document = {
+        **header,
+        "complete": complete,
+        "peer": {"name": "llm-compressor", "versions": versions, "requirements": PEER_REQUIREMENTS},
+        "original_ppl": {"ours": ppl[0], "peer": ppl[1]},
+        "peer_original": peer.get("original"),
+        "rows": [asdict(row) for row in rows],
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
 def main() -> None:
     args = parse_args()
     if args.worker:
@@ -346,17 +367,25 @@ def main() -> None:
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     started = datetime.now().astimezone()
-    code = git_state()  # before any run: compress/ may be committed or edited while the benchmark runs
+    header = {
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine(),
+        "git": git_state(),  # before any run: compress/ may be committed or edited while the benchmark runs
+        "model": os.path.relpath(MODEL_DIR, REPO),
+        "protocol": PROTOCOL,
+        "eval_windows_limit": args.eval_windows,
+    }
+    output = args.output or RESULTS / f"quality-{started.strftime('%Y-%m-%d-%H%M')}.json"
     logs = LOGS / started.strftime("%Y-%m-%d-%H%M%S")
     presets = select_presets(args.only)
 
     ours: dict[str, dict] = {}
+    peer: dict[str, dict] = {}
     for preset in presets:
         log.info("ours: %s", preset)
         ours[preset] = run_ours(preset, args.eval_windows, logs)
+        save(output, header, ours, peer, complete=False)
 
-    peer: dict[str, dict] = {}
-    peer_versions: dict | None = None
     if not args.skip_peer:
         python = ensure_peer_venv(logs)
         recipes = peer_recipes(python)
@@ -365,28 +394,10 @@ def main() -> None:
         for recipe in recipes:
             log.info("peer: %s", recipe)
             peer[recipe] = run_peer(python, recipe, args.eval_windows, logs)
-            peer_versions = peer[recipe].get("versions", peer_versions)
+            save(output, header, ours, peer, complete=False)
 
-    rows = build_rows(ours, peer)
-    first = next((r for r in ours.values() if _ok(r)), None)
-    original = (first and first["ppl_before"], _ok(peer.get("original")) and peer["original"]["ppl"] or None)
-    print(table(rows, original), flush=True)
-
-    output = args.output or RESULTS / f"quality-{started.strftime('%Y-%m-%d-%H%M')}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "date": started.isoformat(timespec="seconds"),
-        "machine": machine(),
-        "git": code,
-        "model": os.path.relpath(MODEL_DIR, REPO),
-        "protocol": PROTOCOL,
-        "eval_windows_limit": args.eval_windows,
-        "peer": {"name": "llm-compressor", "versions": peer_versions, "requirements": PEER_REQUIREMENTS},
-        "original_ppl": {"ours": original[0], "peer": original[1]},
-        "peer_original": peer.get("original"),
-        "rows": [asdict(row) for row in rows],
-    }
-    output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    rows = save(output, header, ours, peer, complete=True)
+    print(table(rows, original_ppl(ours, peer)), flush=True)
     log.info("wrote %s", output.relative_to(REPO) if output.is_relative_to(REPO) else output)
 
 
