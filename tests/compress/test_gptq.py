@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from compress.export import save_compressed
-from compress.methods.gptq import HessianAccumulator, gptq_quantize
+from compress.methods.gptq import gptq_quantize
+from compress.methods.hessian import HessianAccumulator
 from compress.model_io import load_model
 from compress.quantize import dequantize_weight, quant_range, quantize_weight
 from compress.recipes import resolve_recipe
