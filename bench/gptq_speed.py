@@ -9,6 +9,7 @@ is the same as a real 8B job with 128 x 2048 calibration tokens. Run on a GPU:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import platform
@@ -29,19 +30,21 @@ TINY = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_att
             num_key_value_heads=2, vocab_size=1024)
 
 
-def random_model(shape: dict) -> LlamaForCausalLM:
-    """Allocate on the meta device, then fill in place: default init of 8B parameters takes minutes."""
+def random_model(shape: dict, fill_on: str | torch.device = "cpu") -> LlamaForCausalLM:
+    """Allocate on the meta device, then fill in place (drawn on `fill_on`, a GPU when there is one: drawing
+    8B normal samples on the host takes minutes). The model itself stays on the host, as a job's does."""
     config = LlamaConfig(**shape, max_position_embeddings=4096, torch_dtype="bfloat16")
     with torch.device("meta"):
         model = LlamaForCausalLM(config)
     model = model.to_empty(device="cpu").to(torch.bfloat16)
-    generator = torch.Generator().manual_seed(0)
+    generator = torch.Generator(device=fill_on).manual_seed(0)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.endswith("norm.weight"):
                 parameter.fill_(1.0)
             else:
-                parameter.normal_(0.0, 0.02, generator=generator)
+                drawn = torch.empty(parameter.shape, dtype=parameter.dtype, device=fill_on)
+                parameter.copy_(drawn.normal_(0.0, 0.02, generator=generator))
     model.model.rotary_emb.to_empty(device="cpu")
     model.model.rotary_emb.__init__(config)  # recompute the inverse frequencies lost by to_empty
     return model.eval()
@@ -58,6 +61,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=2048)
     parser.add_argument("--preset", default="w4a16")
     parser.add_argument("--layers", type=int, help="decoder layers (default: the shape's); targets scale by it")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators too")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     shape = dict(TINY if args.tiny else LLAMA3_8B)
@@ -68,14 +72,15 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     started = time.perf_counter()
-    model = random_model(shape)
+    model = random_model(shape, fill_on=device)
     build_s = time.perf_counter() - started
     calib = torch.randint(0, shape["vocab_size"], (samples, seq_len), generator=torch.Generator().manual_seed(1))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         torch.cuda.synchronize()
     started = time.perf_counter()
-    summary = compress_model(model, resolve_recipe(args.preset), calib, {}, device, progress=_print_progress)
+    with torch.profiler.profile(record_shapes=False) if args.profile else contextlib.nullcontext() as profiler:
+        summary = compress_model(model, resolve_recipe(args.preset), calib, {}, device, progress=_print_progress)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - started
@@ -105,8 +110,11 @@ def main() -> None:
     print(f"{'peak device mem (GB)':<22} {peak_gb:>10.2f} {TARGET_PEAK_GB if not args.tiny else '-':>10}")
     median_layer = sorted(summary.per_layer_seconds)[len(summary.per_layer_seconds) // 2]
     print(f"{'per layer (s, median)':<22} {median_layer:>10.2f}")
+    if profiler is not None:
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"gptq_speed-{'tiny-' if args.tiny else ''}{device.type}-{result['date'][:10]}.json"
+    layers = f"{shape['num_hidden_layers']}layers-" if args.layers else ""
+    name = f"gptq_speed-{'tiny-' if args.tiny else ''}{device.type}-{layers}{result['date'][:10]}.json"
     (args.out / name).write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out / name}")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 import torch
 import yaml
@@ -22,18 +22,69 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class WeightQuantModifier(_Strict):
+class BaseModifier(_Strict):
+    """What every modifier has: its method and the Linear layers it applies to (compressed-tensors' matching:
+    a class name, a layer name or its last part, or `re:` and a regex)."""
+
+    stage: ClassVar[Literal["prune", "quantize"]]
+    method: str
+    targets: list[str] = Field(default_factory=lambda: ["Linear"], min_length=1)
+    ignore: list[str] = Field(default_factory=lambda: ["lm_head"])
+
+
+class WeightQuantModifier(BaseModifier):
     """Integer weight-only quantization of the targeted Linear layers; methods subclass it."""
 
-    method: str
+    stage: ClassVar[Literal["quantize"]] = "quantize"
     bits: Literal[3, 4, 8]
     group_size: int | None = Field(default=None, gt=0, description="None: one scale per output channel")
     symmetric: bool = Field(
         default=True,
         description="asymmetric weights carry a zero point per group; they are stored unpacked (int8 codes)",
     )
-    targets: list[str] = Field(default_factory=lambda: ["Linear"], min_length=1)
-    ignore: list[str] = Field(default_factory=lambda: ["lm_head"])
+
+
+class PruneModifier(BaseModifier):
+    """Sparsity: a fraction of every row's weights (unstructured) or N of every M consecutive input weights
+    (semi-structured, e.g. 2:4, which sparse tensor cores run) are set to zero. Runs before quantization."""
+
+    stage: ClassVar[Literal["prune"]] = "prune"
+    sparsity: float | None = Field(default=None, gt=0, lt=1, description="unstructured: fraction of zeros")
+    pattern: str | None = Field(
+        default=None, pattern=r"^[1-9][0-9]*:[1-9][0-9]*$", description="'N:M': N kept of every M"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PruneModifier:
+        if (self.sparsity is None) == (self.pattern is None):
+            raise ValueError("give exactly one of sparsity (unstructured) or pattern ('2:4')")
+        if self.pattern is not None:
+            kept, of = self.n_m
+            if kept >= of:
+                raise ValueError(f"pattern {self.pattern!r} keeps every weight; N must be below M")
+        return self
+
+    @property
+    def n_m(self) -> tuple[int, int]:
+        """(kept, group) of the N:M pattern."""
+        assert self.pattern is not None
+        kept, of = self.pattern.split(":")
+        return int(kept), int(of)
+
+
+class SparseGPTModifier(PruneModifier):
+    """SparseGPT (Frantar & Alistarh 2023): choose the weights to drop by their OBS saliency and update the
+    kept ones to compensate, through the inverse Hessian of the layer's inputs."""
+
+    method: Literal["sparsegpt"] = "sparsegpt"
+    damp: float = Field(default=0.01, gt=0, le=1, description="fraction of the mean Hessian diagonal added to it")
+    block_size: int = Field(default=128, gt=0, description="columns per lazy batch update")
+
+
+class WandaModifier(PruneModifier):
+    """Wanda (Sun et al. 2023): drop the weights with the smallest |W|·‖X‖ per row; no weight update."""
+
+    method: Literal["wanda"] = "wanda"
 
 
 class RTNModifier(WeightQuantModifier):
@@ -53,7 +104,12 @@ class GPTQModifier(WeightQuantModifier):
 
 
 # method name -> modifier class. A new method adds one class here.
-MODIFIERS: dict[str, type[WeightQuantModifier]] = {"rtn": RTNModifier, "gptq": GPTQModifier}
+MODIFIERS: dict[str, type[BaseModifier]] = {
+    "rtn": RTNModifier,
+    "gptq": GPTQModifier,
+    "sparsegpt": SparseGPTModifier,
+    "wanda": WandaModifier,
+}
 
 Modifier = Annotated[Union[tuple(MODIFIERS.values())], Field(discriminator="method")]  # noqa: UP007
 
@@ -162,10 +218,38 @@ def _pattern_matches(name: str, pattern: str) -> bool:
     return pattern in (name, name.rsplit(".", 1)[-1], "Linear")
 
 
+def assign_layers(recipe: Recipe, names: list[str]) -> dict[str, dict[str, int]]:
+    """Layer name -> {stage: index of the modifier that applies}. A layer gets at most one modifier per stage
+    (prune, quantize); where several of one stage match, the later one wins, which is how a recipe overrides
+    its general rule for chosen layers. A modifier left with no layer at all is an error."""
+    owner: dict[str, dict[str, int]] = {}
+    for index, modifier in enumerate(recipe.modifiers):
+        for name in names:
+            if _matches(name, modifier.targets) and not _matches(name, modifier.ignore):
+                owner.setdefault(name, {})[modifier.stage] = index
+    owned = {index for stages in owner.values() for index in stages.values()}
+    for index, _modifier in enumerate(recipe.modifiers):
+        if index not in owned:
+            raise RecipeError(
+                f"recipe.modifiers.{index}.targets",
+                "applies to no layer: its targets match nothing outside ignore, or later modifiers override them all",
+            )
+    return owner
+
+
+def _width_rule(modifier: BaseModifier) -> tuple[str, int, str] | None:
+    """(field, divisor, hint) for a modifier whose layers need an input width divisible by something."""
+    if isinstance(modifier, WeightQuantModifier) and modifier.group_size is not None:
+        return "group_size", modifier.group_size, "choose a divisor, or null for per-channel scales"
+    if isinstance(modifier, PruneModifier) and modifier.pattern is not None:
+        return "pattern", modifier.n_m[1], "N:M groups run along the input dimension"
+    return None
+
+
 def validate_recipe_for_model(recipe: Recipe, config: dict) -> None:
     """Reject, before any compute, a recipe that cannot apply to this model: a target or ignore pattern that
-    matches no Linear, or a group size that does not divide the input width of a layer it would quantize
-    (groups run along the input dimension, so only in_features matters)."""
+    matches no Linear, a modifier left with no layer, or a group size or N:M group that does not divide the
+    input width of a layer it applies to (both run along the input dimension, so only in_features matters)."""
     shapes = linear_shapes(config)
     for index, modifier in enumerate(recipe.modifiers):
         for field in ("targets", "ignore"):
@@ -174,14 +258,17 @@ def validate_recipe_for_model(recipe: Recipe, config: dict) -> None:
                     raise RecipeError(
                         f"recipe.modifiers.{index}.{field}", f"{pattern!r} matches no Linear layer of this model"
                     )
-        if modifier.group_size is None:
-            continue
-        for name, (width, _out) in shapes.items():
-            if not _matches(name, modifier.targets) or _matches(name, modifier.ignore):
-                continue
-            if width % modifier.group_size:
+    check_widths(recipe, assign_layers(recipe, list(shapes)), {name: shape[0] for name, shape in shapes.items()})
+
+
+def check_widths(recipe: Recipe, owner: dict[str, dict[str, int]], widths: dict[str, int]) -> None:
+    """Every group size and N:M group divides the input width of each layer its modifier applies to."""
+    for name, stages in owner.items():
+        for index in stages.values():
+            rule = _width_rule(recipe.modifiers[index])
+            if rule is not None and widths[name] % rule[1]:
+                field, divisor, hint = rule
                 raise RecipeError(
-                    f"recipe.modifiers.{index}.group_size",
-                    f"{modifier.group_size} does not divide the input width {width} of {name}; "
-                    "choose a divisor, or null for per-channel scales",
+                    f"recipe.modifiers.{index}.{field}",
+                    f"{divisor} does not divide the input width {widths[name]} of {name}; {hint}",
                 )

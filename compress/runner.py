@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import torch
 from compressed_tensors.quantization import QuantizationStatus, apply_quantization_config
-from compressed_tensors.utils import match_named_modules
 from torch import nn
 
 from compress.errors import Cancelled, CompressError, RecipeError
 from compress.layers import find_decoder_layers, move_all_but
-from compress.methods import METHODS, LayerMethod, QuantizedWeight
+from compress.methods import METHODS, LinearInputs, Method, QuantizedWeight
+from compress.methods.hessian import HessianAccumulator
 from compress.quantize import dequantize_weight
-from compress.recipes import Recipe, WeightQuantModifier
+from compress.recipes import Recipe, assign_layers, check_widths
 from compress.schemes import quantization_config
 
 Progress = Callable[[int, int, str], None]
@@ -58,16 +58,16 @@ def _to(value: object, device: torch.device) -> object:
 
 @torch.no_grad()
 def _capture_inputs(
-    model: nn.Module, layers: nn.ModuleList, calib_ids: torch.Tensor, device: torch.device
+    model: nn.Module, layers: nn.ModuleList, calib_ids: torch.Tensor, device: torch.device, home: torch.device
 ) -> list[Batch]:
-    """Hidden states and kwargs (position embeddings, mask...) entering layer 0, per batch, on CPU."""
+    """Hidden states and kwargs (position embeddings, mask...) entering layer 0, per batch, kept on `home`."""
     assert calib_ids.dim() == 2 and calib_ids.dtype == torch.long, (calib_ids.shape, calib_ids.dtype)
     captured: list[Batch] = []
 
     def hook(_module: nn.Module, args: tuple, kwargs: dict) -> None:
         hidden = args[0] if args else kwargs.pop("hidden_states")
-        kept = {key: _to(value, OFFLOAD) for key, value in kwargs.items() if key != "past_key_values"}
-        captured.append((hidden.to(OFFLOAD), kept))
+        kept = {key: _to(value, home) for key, value in kwargs.items() if key != "past_key_values"}
+        captured.append((hidden.to(home), kept))
         raise _Captured
 
     handle = layers[0].register_forward_pre_hook(hook, with_kwargs=True)
@@ -85,13 +85,30 @@ def _capture_inputs(
 
 
 @torch.no_grad()
-def _run_layer(layer: nn.Module, inputs: list[Batch], device: torch.device) -> list[Batch]:
+def _run_layer(
+    layer: nn.Module, inputs: list[Batch], device: torch.device, after_batch: Callable[[], None] | None = None
+) -> list[Batch]:
+    """The layer's outputs for every batch, kept where its inputs are kept."""
     outputs = []
     for hidden, kwargs in inputs:
         out = layer(hidden.to(device), **_to(kwargs, device))
         out = out[0] if isinstance(out, tuple) else out
-        outputs.append((out.to(OFFLOAD), kwargs))
+        outputs.append((out.to(hidden.device), kwargs))
+        if after_batch is not None:
+            after_batch()
     return outputs
+
+
+def _activation_home(
+    calib_ids: torch.Tensor, hidden_size: int, dtype: torch.dtype, device: torch.device
+) -> torch.device:
+    """Keep the calibration activations on the compute device when a layer's inputs and outputs take under 40%
+    of its free memory: copying them to the host and back every layer costs more than the layer's work."""
+    if device.type != "cuda":
+        return OFFLOAD
+    free, _total = torch.cuda.mem_get_info(device)
+    activations = calib_ids.numel() * hidden_size * torch.tensor([], dtype=dtype).element_size()
+    return device if 2 * activations < 0.4 * free else OFFLOAD
 
 
 Visit = Callable[[str, nn.Module, list[Batch] | None], list[Batch] | None]
@@ -108,7 +125,11 @@ def _sequential(
 ) -> list[float]:
     """Walk the decoder layers; visit(prefix, layer, inputs) may return the layer's outputs to save a pass."""
     prefix, layers = find_decoder_layers(model)
-    inputs = _capture_inputs(model, layers, calib_ids, device) if calib_ids is not None else None
+    inputs = None
+    if calib_ids is not None:
+        dtype = next(model.parameters()).dtype
+        home = _activation_home(calib_ids, model.config.hidden_size, dtype, device)
+        inputs = _capture_inputs(model, layers, calib_ids, device, home)
     seconds = []
     for index, layer in enumerate(layers):
         if should_stop is not None and should_stop():
@@ -166,44 +187,80 @@ def calibrate(
     return stats
 
 
-def _assign(model: nn.Module, recipe: Recipe, prefix: str) -> dict[str, int]:
-    """Module name -> index of the modifier that owns it; every match must sit inside a decoder layer."""
-    owner: dict[str, int] = {}
-    for index, modifier in enumerate(recipe.modifiers):
-        for name, module in match_named_modules(model, modifier.targets, modifier.ignore):
-            if not isinstance(module, nn.Linear):
-                continue
-            if name in owner:
-                raise RecipeError(
-                    f"recipe.modifiers.{index}.targets",
-                    f"{name} is already targeted by modifier {owner[name]}",
-                )
-            if not name.startswith(f"{prefix}."):
-                raise RecipeError(
-                    f"recipe.modifiers.{index}.ignore",
-                    f"{name} is outside the decoder layers; add it to ignore",
-                )
-            if modifier.group_size and module.in_features % modifier.group_size:
-                raise RecipeError(
-                    f"recipe.modifiers.{index}.group_size",
-                    f"{modifier.group_size} does not divide the input width {module.in_features} of {name}",
-                )
-            owner[name] = index
+class _SharedInputs:
+    """Groups a decoder layer's Linears by the input tensor they read (q/k/v share one, gate/up another) and
+    accumulates one Hessian per group: the members' weights are then compressed as one stacked matrix."""
+
+    def __init__(self, names: list[str], hessian_names: set[str], device: torch.device) -> None:
+        self.leader: dict[str, str] = {}
+        self.hessians: dict[str, HessianAccumulator] = {}
+        self._names = names
+        self._hessian_names = hessian_names
+        self._device = device
+        self._batch: list[tuple[str, torch.Tensor]] = []
+
+    def hook(self, name: str) -> Callable:
+        def record(_module: nn.Module, args: tuple, _output: torch.Tensor) -> None:
+            self._batch.append((name, args[0]))  # the object itself: identity is what tells shared inputs
+
+        return record
+
+    def end_batch(self) -> None:
+        """Partition this batch's inputs by identity; the tensors are held until now, so no id is reused."""
+        seen: list[tuple[torch.Tensor, str]] = []
+        members: dict[str, list[str]] = {}
+        for name, tensor in self._batch:
+            leader = next((first for other, first in seen if other is tensor), None)
+            if leader is None:
+                seen.append((tensor, name))
+                leader = name
+            if self.leader.setdefault(name, leader) != leader:
+                raise CompressError(f"{name} shared its input with {self.leader[name]} in one batch, not the next")
+            members.setdefault(leader, []).append(name)
+        for tensor, leader in seen:
+            if self._hessian_names.intersection(members[leader]):
+                if leader not in self.hessians:
+                    self.hessians[leader] = HessianAccumulator(tensor.shape[-1], self._device)
+                self.hessians[leader].add(tensor)
+        self._batch.clear()
+
+    def groups(self) -> list[list[str]]:
+        """Every targeted Linear in exactly one group, in layer order; Linears never run stay alone."""
+        by_leader: dict[str, list[str]] = {}
+        for name in self._names:
+            by_leader.setdefault(self.leader.get(name, name), []).append(name)
+        return list(by_leader.values())
+
+
+def _owners(model: nn.Module, recipe: Recipe, prefix: str) -> dict[str, dict[str, int]]:
+    """assign_layers on the model's Linears, plus what only the loaded model can tell: everything compressed
+    must sit inside a decoder layer, and group/N:M sizes must divide the widths."""
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    owner = assign_layers(recipe, list(linears))
     if not owner:
         raise RecipeError("recipe.modifiers", "no Linear layer of the model matches any modifier's targets")
+    for name, stages in owner.items():
+        if not name.startswith(f"{prefix}."):
+            index = next(iter(stages.values()))
+            raise RecipeError(
+                f"recipe.modifiers.{index}.ignore", f"{name} is outside the decoder layers; add it to ignore"
+            )
+    check_widths(recipe, owner, {name: module.in_features for name, module in linears.items()})
     return owner
 
 
-def _write(module: nn.Linear, result: QuantizedWeight, modifier: WeightQuantModifier) -> float:
-    """Store codes as compressed-tensors expects: weight = dequantized codes, weight_scale/zero_point set."""
-    weight = dequantize_weight(result.q, result.scale, result.zero_point, modifier.group_size)
+def _write(module: nn.Linear, weight: torch.Tensor, result: QuantizedWeight | None, group_size: int | None) -> float:
+    """Store the result as compressed-tensors expects: weight = the dequantized codes (or the pruned weight),
+    weight_scale/zero_point set; returns the relative change of the weight."""
+    if result is not None:
+        weight = dequantize_weight(result.q, result.scale, result.zero_point, group_size)
+        module.weight_scale.data.copy_(result.scale.reshape(module.weight_scale.shape))
+        if hasattr(module, "weight_zero_point"):
+            module.weight_zero_point.data.copy_(result.zero_point.reshape(module.weight_zero_point.shape))
+        module.quantization_status = QuantizationStatus.FROZEN
     original = module.weight.data.float()
     error = ((weight - original).norm() / original.norm().clamp(min=1e-12)).item()
     module.weight.data.copy_(weight.to(module.weight.dtype))
-    module.weight_scale.data.copy_(result.scale.reshape(module.weight_scale.shape))
-    if hasattr(module, "weight_zero_point"):
-        module.weight_zero_point.data.copy_(result.zero_point.reshape(module.weight_zero_point.shape))
-    module.quantization_status = QuantizationStatus.FROZEN
     return error
 
 
@@ -216,58 +273,79 @@ def compress_model(
     progress: Progress | None = None,
     should_stop: ShouldStop | None = None,
 ) -> CompressSummary:
-    """Apply the recipe layer by layer; leaves compressed-tensors schemes set, weights fake-quantized."""
+    """Apply the recipe layer by layer: prune, then quantize, each Linear by the modifiers assign_layers gives
+    it. Leaves compressed-tensors schemes set and weights fake-quantized (and zero where pruned)."""
     started = time.perf_counter()
     prefix, _layers = find_decoder_layers(model)
-    owner = _assign(model, recipe, prefix)
+    owner = _owners(model, recipe, prefix)
     modules = dict(model.named_modules())
-    needs_activations = any(METHODS[m.method].needs_activations for m in recipe.modifiers)
-    if needs_activations and calib_ids is None:
+    methods: list[Method] = [METHODS[modifier.method](modifier) for modifier in recipe.modifiers]
+    needs_hessian = any(method.needs_hessian for method in methods)
+    if needs_hessian and calib_ids is None:
         raise CompressError("this recipe's methods need calibration windows")
     errors: list[float] = []
     counts: dict[str, int] = {}
 
     def visit(layer_prefix: str, layer: nn.Module, inputs: list[Batch] | None) -> None:
         names = [name for name in owner if name.startswith(f"{layer_prefix}.")]
-        methods: dict[str, LayerMethod] = {}
-        for name in names:
-            modifier = recipe.modifiers[owner[name]]
-            local = {
-                key[len(name) + 1 :]: value for key, value in stats.items() if key.startswith(f"{name}.")
-            }
-            methods[name] = METHODS[modifier.method](modifier, modules[name], local)
-        active = [name for name in names if methods[name].needs_activations]
-        handles = [
-            modules[name].register_forward_hook(
-                lambda _m, args, _o, method=methods[name]: method.add_batch(args[0].detach())
-            )
-            for name in active
-        ]
-        try:
-            if active:
-                _run_layer(layer, inputs, device)
-        finally:
-            for handle in handles:
-                handle.remove()
+        hessian_names = {name for name in names if any(methods[i].needs_hessian for i in owner[name].values())}
+        shared = _SharedInputs(names, hessian_names, device)
+        if inputs is not None:
+            handles = [modules[name].register_forward_hook(shared.hook(name)) for name in names]
+            try:
+                _run_layer(layer, inputs, device, after_batch=shared.end_batch)
+            finally:
+                for handle in handles:
+                    handle.remove()
         for index, modifier in enumerate(recipe.modifiers):
-            mine = [modules[name] for name in names if owner[name] == index]
+            mine = [modules[name] for name in names if owner[name].get("quantize") == index]
             if mine:
                 apply_quantization_config(
                     model, quantization_config(modifier), allowed_modules=mine, show_progress=False
                 )
-        for name in names:
-            modifier = recipe.modifiers[owner[name]]
-            errors.append(_write(modules[name], methods[name].quantize(), modifier))
-            counts[modifier.method] = counts.get(modifier.method, 0) + 1
+        for group in shared.groups():
+            accumulator = shared.hessians.pop(group[0], None)
+            for members in _same_modifiers(group, owner):
+                errors.extend(_compress_stack(members, accumulator, owner[members[0]]))
+                for index in owner[members[0]].values():
+                    method = recipe.modifiers[index].method
+                    counts[method] = counts.get(method, 0) + len(members)
+
+    def _compress_stack(
+        members: list[str], accumulator: HessianAccumulator | None, stages: dict[str, int]
+    ) -> list[float]:
+        weight = torch.cat([modules[name].weight.data.to(device, torch.float32) for name in members])
+        leader = members[0]
+        linear_inputs = LinearInputs(
+            hessian=accumulator.hessian if accumulator is not None else None,
+            sqnorm=_stat(stats, leader, "input_sqnorm", device),
+            absmax=_stat(stats, leader, "input_absmax", device),
+        )
+        pruned = None
+        if "prune" in stages:
+            result = methods[stages["prune"]].prune(weight, linear_inputs)
+            weight, pruned = result.weight, result.pruned
+        quantized, group_size = None, None
+        if "quantize" in stages:
+            quantized = methods[stages["quantize"]].quantize(weight, linear_inputs, pruned)
+            group_size = getattr(recipe.modifiers[stages["quantize"]], "group_size", None)
+        written = []
+        start = 0
+        for name in members:
+            end = start + modules[name].out_features
+            part = quantized.rows(start, end) if quantized is not None else None
+            written.append(_write(modules[name], weight[start:end], part, group_size))
+            start = end
+        return written
 
     model.eval()
     per_layer = _sequential(
-        model, calib_ids if needs_activations else None, device, visit, progress, should_stop, "compress"
+        model, calib_ids if needs_hessian else None, device, visit, progress, should_stop, "compress"
     )
     left = [
         name
-        for name in owner
-        if getattr(modules[name], "quantization_status", None) != QuantizationStatus.FROZEN
+        for name, stages in owner.items()
+        if "quantize" in stages and getattr(modules[name], "quantization_status", None) != QuantizationStatus.FROZEN
     ]
     if left:
         raise CompressError(f"layers left unprocessed: {', '.join(left)}")
@@ -279,3 +357,16 @@ def compress_model(
         seconds=time.perf_counter() - started,
         per_layer_seconds=per_layer,
     )
+
+
+def _same_modifiers(group: list[str], owner: dict[str, dict[str, int]]) -> list[list[str]]:
+    """Split a shared-input group into runs with identical modifiers: those can be stacked into one matrix."""
+    runs: dict[tuple, list[str]] = {}
+    for name in group:
+        runs.setdefault(tuple(sorted(owner[name].items())), []).append(name)
+    return list(runs.values())
+
+
+def _stat(stats: dict[str, torch.Tensor], name: str, key: str, device: torch.device) -> torch.Tensor | None:
+    value = stats.get(f"{name}.{key}")
+    return value.to(device) if value is not None else None

@@ -11,6 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+import torch
+
+# Without a GPU, Triton kernels run in Triton's interpreter; it must be chosen before triton is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

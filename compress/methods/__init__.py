@@ -1,9 +1,9 @@
 """Compression methods by name; the recipe's `method` field picks one."""
 
-from compress.methods.base import LayerMethod, QuantizedWeight
+from compress.methods.base import LinearInputs, Method, PrunedWeight, PruneMethod, QuantizedWeight, QuantizeMethod
 from compress.methods.gptq import GPTQ
 from compress.methods.rtn import RTN
 
-METHODS: dict[str, type[LayerMethod]] = {"rtn": RTN, "gptq": GPTQ}
+METHODS: dict[str, type[Method]] = {"rtn": RTN, "gptq": GPTQ}
 
-__all__ = ["METHODS", "LayerMethod", "QuantizedWeight"]
+__all__ = ["METHODS", "LinearInputs", "Method", "PruneMethod", "PrunedWeight", "QuantizeMethod", "QuantizedWeight"]

@@ -1,16 +1,29 @@
-"""The interface every compression method implements; the runner calls it one Linear at a time."""
+"""The interfaces compression methods implement. The runner calls them once per group of Linears that read
+the same input (q/k/v, gate/up), with those Linears' weights stacked along the output rows: every method
+here treats rows independently, so one call on the stack equals one call per Linear, with fewer launches."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import torch
-from torch import nn
 
-from compress.recipes import WeightQuantModifier
+from compress.recipes import BaseModifier
+
+ModifierT = TypeVar("ModifierT", bound=BaseModifier)
+
+
+@dataclass(frozen=True)
+class LinearInputs:
+    """What calibration saw of the Linears' shared input: H = 2XᵀX over the calibration tokens (float32, on the
+    compute device; None when no method of the group needs it) and per-channel Σx² and max|x| from the
+    calibrate stage (None when that stage did not run)."""
+
+    hessian: torch.Tensor | None
+    sqnorm: torch.Tensor | None
+    absmax: torch.Tensor | None
 
 
 @dataclass(frozen=True)
@@ -21,28 +34,35 @@ class QuantizedWeight:
     scale: torch.Tensor
     zero_point: torch.Tensor
 
+    def rows(self, start: int, end: int) -> QuantizedWeight:
+        return QuantizedWeight(self.q[start:end], self.scale[start:end], self.zero_point[start:end])
 
-class LayerMethod(ABC):
-    """One instance per targeted Linear, created while its decoder layer sits on the compute device.
 
-    The runner calls add_batch with that Linear's inputs for every calibration batch (only when
-    `needs_activations`), then quantize() once. GPTQ-style methods accumulate XᵀX in add_batch.
-    """
+@dataclass(frozen=True)
+class PrunedWeight:
+    """A sparsified weight (fp32, exactly zero where `pruned` is True) and its mask."""
 
-    needs_activations: ClassVar[bool] = False
+    weight: torch.Tensor
+    pruned: torch.Tensor
 
-    def __init__(
-        self, modifier: WeightQuantModifier, module: nn.Linear, stats: Mapping[str, torch.Tensor]
-    ) -> None:
-        assert isinstance(module, nn.Linear), type(module)
+    def rows(self, start: int, end: int) -> PrunedWeight:
+        return PrunedWeight(self.weight[start:end], self.pruned[start:end])
+
+
+class Method(ABC, Generic[ModifierT]):
+    needs_hessian: ClassVar[bool] = False
+
+    def __init__(self, modifier: ModifierT) -> None:
         self.modifier = modifier
-        self.module = module
-        self.stats = stats
 
-    def add_batch(self, inputs: torch.Tensor) -> None:
-        """Inputs [..., in_features] of one calibration batch; methods that need activations override this."""
-        raise NotImplementedError(f"{type(self).__name__} does not use activations")
 
+class QuantizeMethod(Method[ModifierT]):
     @abstractmethod
-    def quantize(self) -> QuantizedWeight:
-        """The quantized weight; the runner writes it into the module."""
+    def quantize(self, weight: torch.Tensor, inputs: LinearInputs, pruned: torch.Tensor | None) -> QuantizedWeight:
+        """Codes for weight [out, in] (fp32, on the compute device); `pruned` weights must dequantize to 0."""
+
+
+class PruneMethod(Method[ModifierT]):
+    @abstractmethod
+    def prune(self, weight: torch.Tensor, inputs: LinearInputs) -> PrunedWeight:
+        """The sparsified weight [out, in] and its mask."""

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import torch
 
-from compress.methods.base import LayerMethod, QuantizedWeight
-from compress.methods.hessian import HessianAccumulator, inverse_hessian_factor
+from compress.methods.base import LinearInputs, QuantizedWeight, QuantizeMethod
+from compress.methods.hessian import inverse_hessian_factor
 from compress.quantize import quant_range, quantize_weight
 from compress.recipes import GPTQModifier
 from compress.schemes import SCALE_DTYPE
+from kernels.gptq_block import quantize_block, quantize_block_reference, triton_available
 
 
 def gptq_quantize(
@@ -55,65 +56,46 @@ def gptq_quantize(
         _, s, z = quantize_weight(source, bits, None, symmetric, scale_dtype)
         scale[:, index], zero_point[:, index] = s[:, 0], z[:, 0].float()
 
+    dynamic_groups = group_size is not None and not act_order
     if group_size is None:
         set_group(0, w)
     elif act_order:
         for index in range(groups):
             set_group(index, w[:, index * group_size : (index + 1) * group_size])
+    else:
+        block_size = group_size  # each group's scale comes from its columns once all earlier errors reached them
 
     order = torch.argsort(h.diagonal(), descending=True) if act_order else torch.arange(columns, device=w.device)
     w, h = w[:, order], h[order][:, order]
-    mask = keep_zero[:, order] if keep_zero is not None else None
-    group_of = order // group_size if group_size is not None else torch.zeros_like(order)
-    group_of_list = group_of.tolist()
+    pruned = keep_zero[:, order].contiguous() if keep_zero is not None else None
+    column_group = (order // group_size if group_size is not None else torch.zeros_like(order)).to(torch.int32)
     h_inv = inverse_hessian_factor(h, damp)
     codes = torch.empty_like(w)
+    quantize = quantize_block if w.is_cuda and triton_available() else quantize_block_reference
 
     for start in range(0, columns, block_size):
         end = min(start + block_size, columns)
-        block = w[:, start:end].clone()
-        errors = torch.empty_like(block)
-        h_block = h_inv[start:end, start:end]
-        for i in range(end - start):
-            column = start + i
-            group = group_of_list[column]
-            if group_size is not None and not act_order and column % group_size == 0:
-                set_group(group, block[:, i:] if i + group_size <= end - start else
-                          torch.cat([block[:, i:], w[:, end : column + group_size]], dim=1))
-            s, z = scale[:, group], zero_point[:, group]
-            q = (block[:, i] / s).round_().add_(z).clamp_(q_min, q_max)
-            dequantized = (q - z) * s
-            if mask is not None:
-                kept = ~mask[:, column]
-                q = torch.where(kept, q, z)
-                dequantized = dequantized * kept
-            codes[:, column] = q
-            error = (block[:, i] - dequantized) / h_block[i, i]
-            block[:, i:].sub_(error.unsqueeze(1) * h_block[i, i:].unsqueeze(0))
-            errors[:, i] = error
+        if dynamic_groups:
+            set_group(start // group_size, w[:, start:end])
+        block_codes, errors = quantize(
+            w[:, start:end], h_inv[start:end, start:end], scale, zero_point, column_group[start:end],
+            q_min, q_max, None if pruned is None else pruned[:, start:end],
+        )
+        codes[:, start:end] = block_codes
         w[:, end:].sub_(errors @ h_inv[start:end, end:])
 
-    inverse_order = torch.argsort(order)
-    codes = codes[:, inverse_order]
+    codes = codes[:, torch.argsort(order)]
     return codes.to(torch.int8), scale, zero_point.to(torch.int8)
 
 
-class GPTQ(LayerMethod):
-    needs_activations = True
+class GPTQ(QuantizeMethod[GPTQModifier]):
+    needs_hessian = True
 
-    def __init__(self, modifier, module, stats) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(modifier, module, stats)
-        self.accumulator = HessianAccumulator(module.in_features, module.weight.device)
-
-    def add_batch(self, inputs: torch.Tensor) -> None:
-        self.accumulator.add(inputs)
-
-    def quantize(self) -> QuantizedWeight:
+    def quantize(self, weight: torch.Tensor, inputs: LinearInputs, pruned: torch.Tensor | None) -> QuantizedWeight:
         m = self.modifier
-        assert isinstance(m, GPTQModifier), type(m)
+        assert inputs.hessian is not None
         q, scale, zero_point = gptq_quantize(
-            self.module.weight.data, self.accumulator.hessian, m.bits, m.group_size, m.symmetric,
-            m.act_order, m.damp, m.block_size, keep_zero=getattr(self.module, "pruned_mask", None),
+            weight, inputs.hessian, m.bits, m.group_size, m.symmetric, m.act_order, m.damp, m.block_size,
+            keep_zero=pruned,
         )
-        self.accumulator = None  # type: ignore[assignment]  # free the Hessian before the next layer
         return QuantizedWeight(q, scale, zero_point)

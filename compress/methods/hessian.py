@@ -3,6 +3,9 @@ that their column-by-column updates read."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
 
@@ -14,12 +17,24 @@ class HessianAccumulator:
         self.samples = 0
 
     def add(self, inputs: torch.Tensor) -> None:
+        # bf16 and fp16 values are exact in TF32 (8 and 10 mantissa bits), so tensor cores lose nothing on them
+        exact_in_tf32 = inputs.dtype in (torch.bfloat16, torch.float16)
         x = inputs.reshape(-1, inputs.shape[-1]).to(self.hessian.device, torch.float32)
         n = x.shape[0]
         self.hessian.mul_(self.samples / (self.samples + n))
         self.samples += n
-        x = x * (2.0 / self.samples) ** 0.5  # never in place: x may be the caller's tensor
-        self.hessian.addmm_(x.t(), x)
+        with _tf32(exact_in_tf32 and x.is_cuda):
+            self.hessian.addmm_(x.t(), x, alpha=2.0 / self.samples)
+
+
+@contextmanager
+def _tf32(enabled: bool) -> Iterator[None]:
+    previous = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
 
 
 def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
@@ -35,5 +50,5 @@ def inverse_hessian_factor(hessian: torch.Tensor, damp: float) -> torch.Tensor:
             inverse = torch.cholesky_inverse(factor)
             upper, info = torch.linalg.cholesky_ex(inverse, upper=True)
             if info.item() == 0:
-                return upper
+                return upper.contiguous()  # row-major: the GPTQ kernel reads rows of it
     raise ArithmeticError("the Hessian stays singular even with 1e5 times the requested dampening")

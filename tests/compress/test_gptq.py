@@ -106,3 +106,12 @@ def test_bits_outside_the_supported_set_are_rejected() -> None:
     with pytest.raises(RecipeError) as caught:
         resolve_recipe(recipe={"modifiers": [{"method": "gptq", "bits": 2}]})
     assert caught.value.field == "recipe.modifiers.0.bits"
+
+
+def test_rows_are_independent_so_layers_sharing_an_input_can_be_stacked(layer) -> None:  # type: ignore[no-untyped-def]
+    weight, _inputs, hessian = layer
+    first, second = weight[:40], weight[40:]
+    stacked = gptq_quantize(weight, hessian, 4, 64)
+    apart = [gptq_quantize(part, hessian, 4, 64) for part in (first, second)]
+    for got, parts in zip(stacked, zip(*apart, strict=True), strict=True):
+        assert torch.equal(got, torch.cat(parts))

@@ -115,3 +115,21 @@ def test_layer_kwargs_move_to_the_compute_device_however_nested() -> None:
     moved = _to({"position_embeddings": (cpu, cpu), "mask": [cpu], "flag": True}, torch.device("meta"))
     assert moved["flag"] is True
     assert all(t.device.type == "meta" for t in (*moved["position_embeddings"], *moved["mask"]))
+
+
+def test_linears_reading_one_input_are_compressed_as_one_matrix(random_model, calib_windows, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import compress.methods.gptq as gptq
+
+    shapes: list[tuple[int, int]] = []
+    real = gptq.gptq_quantize
+    monkeypatch.setattr(gptq, "gptq_quantize", lambda w, *a, **k: shapes.append(tuple(w.shape)) or real(w, *a, **k))
+    model, _ = random_model
+    config = model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    qkv_rows = config.hidden_size + 2 * config.num_key_value_heads * head_dim
+    recipe = resolve_recipe(recipe={"modifiers": [{"method": "gptq", "bits": 4, "group_size": 32}]})
+    summary = compress_model(model, recipe, calib_windows[:4], {}, torch.device("cpu"))
+    assert summary.methods == {"gptq": 14}
+    per_layer = [(qkv_rows, config.hidden_size), (config.hidden_size, config.hidden_size),
+                 (2 * config.intermediate_size, config.hidden_size), (config.hidden_size, config.intermediate_size)]
+    assert shapes == per_layer * config.num_hidden_layers
