@@ -33,15 +33,32 @@ class BaseModifier(_Strict):
 
 
 class WeightQuantModifier(BaseModifier):
-    """Integer weight-only quantization of the targeted Linear layers; methods subclass it."""
+    """Weight quantization of the targeted Linear layers, optionally with their inputs quantized at run time
+    (W8A8, W4A8); methods subclass it."""
 
     stage: ClassVar[Literal["quantize"]] = "quantize"
     bits: Literal[3, 4, 8]
+    type: Literal["int", "float"] = Field(
+        default="int", description="float: FP8 E4M3 weights (bits 8, symmetric, one scale per output channel)"
+    )
     group_size: int | None = Field(default=None, gt=0, description="None: one scale per output channel")
     symmetric: bool = Field(
         default=True,
         description="asymmetric weights carry a zero point per group; they are stored unpacked (int8 codes)",
     )
+    activations: Literal["int8", "fp8"] | None = Field(
+        default=None, description="quantize the layer inputs per token at run time (dynamic scales): W8A8, W4A8"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WeightQuantModifier:
+        if self.type == "float" and (self.bits != 8 or self.group_size is not None or not self.symmetric):
+            raise ValueError("float (FP8 E4M3) weights take bits 8, group_size null and symmetric true")
+        if self.activations is not None and (self.activations == "fp8") != (self.type == "float"):
+            raise ValueError("int8 activations go with int weights and fp8 activations with float weights")
+        if self.activations is not None and not self.symmetric:
+            raise ValueError("quantized activations need symmetric weights (integer kernels have no zero points)")
+        return self
 
 
 class PruneModifier(BaseModifier):
@@ -101,6 +118,12 @@ class GPTQModifier(WeightQuantModifier):
     act_order: bool = Field(default=True, description="quantize columns in order of decreasing Hessian diagonal")
     damp: float = Field(default=0.01, gt=0, le=1, description="fraction of the mean Hessian diagonal added to it")
     block_size: int = Field(default=128, gt=0, description="columns per lazy batch update")
+
+    @model_validator(mode="after")
+    def _integer_only(self) -> GPTQModifier:
+        if self.type != "int":
+            raise ValueError("GPTQ rounds to an integer grid; use method 'rtn' for FP8 weights")
+        return self
 
 
 # method name -> modifier class. A new method adds one class here.

@@ -16,9 +16,9 @@ from compressed_tensors.quantization import QuantizationStatus, apply_quantizati
 from torch import nn
 
 from compress.errors import Cancelled, CompressError, RecipeError
+from compress.layer_inputs import InputGroup, InputTracker
 from compress.layers import find_decoder_layers, move_all_but
 from compress.methods import METHODS, LinearInputs, Method, QuantizedWeight
-from compress.methods.hessian import HessianAccumulator
 from compress.quantize import dequantize_weight
 from compress.recipes import Recipe, assign_layers, check_widths
 from compress.schemes import quantization_config
@@ -44,6 +44,7 @@ class CompressSummary:
     mean_relative_error: float
     seconds: float
     per_layer_seconds: list[float] = field(default_factory=list)
+    transformed: list[str] = field(default_factory=list)  # producers (norms) a smoothing method rescaled
 
 
 def _to(value: object, device: torch.device) -> object:
@@ -187,51 +188,6 @@ def calibrate(
     return stats
 
 
-class _SharedInputs:
-    """Groups a decoder layer's Linears by the input tensor they read (q/k/v share one, gate/up another) and
-    accumulates one Hessian per group: the members' weights are then compressed as one stacked matrix."""
-
-    def __init__(self, names: list[str], hessian_names: set[str], device: torch.device) -> None:
-        self.leader: dict[str, str] = {}
-        self.hessians: dict[str, HessianAccumulator] = {}
-        self._names = names
-        self._hessian_names = hessian_names
-        self._device = device
-        self._batch: list[tuple[str, torch.Tensor]] = []
-
-    def hook(self, name: str) -> Callable:
-        def record(_module: nn.Module, args: tuple, _output: torch.Tensor) -> None:
-            self._batch.append((name, args[0]))  # the object itself: identity is what tells shared inputs
-
-        return record
-
-    def end_batch(self) -> None:
-        """Partition this batch's inputs by identity; the tensors are held until now, so no id is reused."""
-        seen: list[tuple[torch.Tensor, str]] = []
-        members: dict[str, list[str]] = {}
-        for name, tensor in self._batch:
-            leader = next((first for other, first in seen if other is tensor), None)
-            if leader is None:
-                seen.append((tensor, name))
-                leader = name
-            if self.leader.setdefault(name, leader) != leader:
-                raise CompressError(f"{name} shared its input with {self.leader[name]} in one batch, not the next")
-            members.setdefault(leader, []).append(name)
-        for tensor, leader in seen:
-            if self._hessian_names.intersection(members[leader]):
-                if leader not in self.hessians:
-                    self.hessians[leader] = HessianAccumulator(tensor.shape[-1], self._device)
-                self.hessians[leader].add(tensor)
-        self._batch.clear()
-
-    def groups(self) -> list[list[str]]:
-        """Every targeted Linear in exactly one group, in layer order; Linears never run stay alone."""
-        by_leader: dict[str, list[str]] = {}
-        for name in self._names:
-            by_leader.setdefault(self.leader.get(name, name), []).append(name)
-        return list(by_leader.values())
-
-
 def _owners(model: nn.Module, recipe: Recipe, prefix: str) -> dict[str, dict[str, int]]:
     """assign_layers on the model's Linears, plus what only the loaded model can tell: everything compressed
     must sit inside a decoder layer, and group/N:M sizes must divide the widths."""
@@ -280,46 +236,68 @@ def compress_model(
     owner = _owners(model, recipe, prefix)
     modules = dict(model.named_modules())
     methods: list[Method] = [METHODS[modifier.method](modifier) for modifier in recipe.modifiers]
-    needs_hessian = any(method.needs_hessian for method in methods)
-    if needs_hessian and calib_ids is None:
+    needs_inputs = any(method.needs_inputs for method in methods)
+    if needs_inputs and calib_ids is None:
         raise CompressError("this recipe's methods need calibration windows")
     errors: list[float] = []
+    transformed: list[str] = []
     counts: dict[str, int] = {}
 
     def visit(layer_prefix: str, layer: nn.Module, inputs: list[Batch] | None) -> None:
         names = [name for name in owner if name.startswith(f"{layer_prefix}.")]
-        hessian_names = {name for name in names if any(methods[i].needs_hessian for i in owner[name].values())}
-        shared = _SharedInputs(names, hessian_names, device)
+        local = {name[len(layer_prefix) + 1 :]: name for name in names}
+        if inputs is not None and any(methods[i].transforms for name in names for i in owner[name].values()):
+            _transform(layer, layer_prefix, names, inputs)
+        groups = [InputGroup(members=[name]) for name in names]
         if inputs is not None:
-            handles = [modules[name].register_forward_hook(shared.hook(name)) for name in names]
-            try:
-                _run_layer(layer, inputs, device, after_batch=shared.end_batch)
-            finally:
-                for handle in handles:
-                    handle.remove()
+            hessian_for = {name for name in names if any(methods[i].needs_hessian for i in owner[name].values())}
+            tracker = InputTracker(layer, local, device, hessian_for=hessian_for, track_norms=True)
+            with tracker.attached():
+                _run_layer(layer, inputs, device, after_batch=tracker.end_batch)
+            groups = tracker.groups(names)
         for index, modifier in enumerate(recipe.modifiers):
             mine = [modules[name] for name in names if owner[name].get("quantize") == index]
             if mine:
                 apply_quantization_config(
                     model, quantization_config(modifier), allowed_modules=mine, show_progress=False
                 )
-        for group in shared.groups():
-            accumulator = shared.hessians.pop(group[0], None)
-            for members in _same_modifiers(group, owner):
-                errors.extend(_compress_stack(members, accumulator, owner[members[0]]))
+        for group in groups:
+            for members in _same_modifiers(group.members, owner):
+                errors.extend(_compress_stack(members, group, owner[members[0]]))
                 for index in owner[members[0]].values():
                     method = recipe.modifiers[index].method
                     counts[method] = counts.get(method, 0) + len(members)
+            group.hessian = None  # free it before the next group's
 
-    def _compress_stack(
-        members: list[str], accumulator: HessianAccumulator | None, stages: dict[str, int]
-    ) -> list[float]:
+    def _transform(layer: nn.Module, layer_prefix: str, names: list[str], inputs: list[Batch]) -> None:
+        """Smoothing-style methods rescale a producer (a norm) and the Linears reading it; they see every Linear
+        of the layer, so a producer is only rescaled when all its readers are theirs."""
+        every_linear = {local: f"{layer_prefix}.{local}" for local, module in layer.named_modules()
+                        if isinstance(module, nn.Linear)}
+        wanting = [methods[i] for i in sorted({i for name in names for i in owner[name].values()})
+                   if methods[i].transforms]
+        samples = max(method.sample_tokens for method in wanting)
+        tracker = InputTracker(layer, every_linear, device, find_producers=True, track_norms=True,
+                               sample_tokens_per_batch=-(-samples // len(inputs)) if samples else 0)
+        with tracker.attached():
+            _run_layer(layer, inputs, device, after_batch=tracker.end_batch)
+        for group in tracker.groups(list(every_linear.values())):
+            if group.producer is None:
+                continue
+            producer = layer.get_submodule(group.producer)
+            for method in wanting:
+                index = methods.index(method)
+                if all(owner.get(name, {}).get(method.modifier.stage) == index for name in group.members):
+                    if method.transform(group, producer, [modules[name] for name in group.members]):
+                        transformed.append(f"{layer_prefix}.{group.producer}")
+
+    def _compress_stack(members: list[str], group: InputGroup, stages: dict[str, int]) -> list[float]:
         weight = torch.cat([modules[name].weight.data.to(device, torch.float32) for name in members])
         leader = members[0]
         linear_inputs = LinearInputs(
-            hessian=accumulator.hessian if accumulator is not None else None,
-            sqnorm=_stat(stats, leader, "input_sqnorm", device),
-            absmax=_stat(stats, leader, "input_absmax", device),
+            hessian=group.hessian.hessian if group.hessian is not None else None,
+            sqnorm=group.sqnorm if group.sqnorm is not None else _stat(stats, leader, "input_sqnorm", device),
+            absmax=group.absmax if group.absmax is not None else _stat(stats, leader, "input_absmax", device),
         )
         pruned = None
         if "prune" in stages:
@@ -340,7 +318,7 @@ def compress_model(
 
     model.eval()
     per_layer = _sequential(
-        model, calib_ids if needs_hessian else None, device, visit, progress, should_stop, "compress"
+        model, calib_ids if needs_inputs else None, device, visit, progress, should_stop, "compress"
     )
     left = [
         name
@@ -356,6 +334,7 @@ def compress_model(
         mean_relative_error=sum(errors) / len(errors),
         seconds=time.perf_counter() - started,
         per_layer_seconds=per_layer,
+        transformed=transformed,
     )
 
 

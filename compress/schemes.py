@@ -15,21 +15,38 @@ SCALE_DTYPE = torch.bfloat16
 def weight_args(modifier: WeightQuantModifier) -> QuantizationArgs:
     return QuantizationArgs(
         num_bits=modifier.bits,
-        type="int",
+        type=modifier.type,
         symmetric=modifier.symmetric,
         strategy="group" if modifier.group_size else "channel",
         group_size=modifier.group_size,
     )
 
 
+def activation_args(modifier: WeightQuantModifier) -> QuantizationArgs | None:
+    """Dynamic per-token input quantization: the scale of each token is its absmax, computed at run time."""
+    if modifier.activations is None:
+        return None
+    kind = "float" if modifier.activations == "fp8" else "int"
+    return QuantizationArgs(num_bits=8, type=kind, symmetric=True, strategy="token", dynamic=True)
+
+
 def storage_format(modifier: WeightQuantModifier) -> str:
-    """Symmetric codes are packed into int32; asymmetric ones stay int8, because transformers 5.24 with
-    compressed-tensors 0.20 cannot load packed zero points back (measured: a shape mismatch on load)."""
-    return "pack-quantized" if modifier.symmetric else "naive-quantized"
+    """FP8 codes are stored as float8_e4m3fn; 8-bit integer codes with quantized activations as int8 (what
+    vLLM's W8A8 kernels read); other symmetric codes are packed into int32. Asymmetric ones stay int8, because
+    transformers 5.24 with compressed-tensors 0.20 cannot load packed zero points back (measured: a shape
+    mismatch on load)."""
+    if modifier.type == "float":
+        return "float-quantized"
+    if not modifier.symmetric or (modifier.bits == 8 and modifier.activations is not None):
+        return "int-quantized" if modifier.symmetric else "naive-quantized"
+    return "pack-quantized"
 
 
 def quantization_config(modifier: WeightQuantModifier) -> QuantizationConfig:
     scheme = QuantizationScheme(
-        targets=modifier.targets, weights=weight_args(modifier), format=storage_format(modifier)
+        targets=modifier.targets,
+        weights=weight_args(modifier),
+        input_activations=activation_args(modifier),
+        format=storage_format(modifier),
     )
     return QuantizationConfig(config_groups={"group_0": scheme}, ignore=modifier.ignore)

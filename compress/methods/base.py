@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 import torch
+from torch import nn
 
 from compress.recipes import BaseModifier
+
+if TYPE_CHECKING:  # layer_inputs imports the methods package (for the Hessian)
+    from compress.layer_inputs import InputGroup
 
 ModifierT = TypeVar("ModifierT", bound=BaseModifier)
 
@@ -50,10 +54,23 @@ class PrunedWeight:
 
 
 class Method(ABC, Generic[ModifierT]):
-    needs_hessian: ClassVar[bool] = False
+    needs_hessian: ClassVar[bool] = False  # H = 2XᵀX of the inputs, accumulated in a pass over the layer
+    needs_input_norms: ClassVar[bool] = False  # per-channel Σx² and max|x| of the inputs
+    transforms: ClassVar[bool] = False  # rescales a producer and its Linears first (SmoothQuant, AWQ)
+    sample_tokens: ClassVar[int] = 0  # input rows transform() wants to see
 
     def __init__(self, modifier: ModifierT) -> None:
         self.modifier = modifier
+
+    @property
+    def needs_inputs(self) -> bool:
+        """Whether the runner must run the layer over the calibration windows for this method."""
+        return self.needs_hessian or self.needs_input_norms or self.transforms
+
+    def transform(self, group: InputGroup, producer: nn.Module, linears: list[nn.Linear]) -> bool:
+        """Fold per-channel scales into `producer` (whose output is the Linears' whole input) and the Linears,
+        leaving the full-precision function unchanged; True if it did."""
+        raise NotImplementedError(f"{type(self).__name__} transforms nothing")
 
 
 class QuantizeMethod(Method[ModifierT]):
