@@ -8,13 +8,13 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from shrinkray.children import spawn_cli
 from shrinkray.client import ApiError, ShrinkrayClient
 from shrinkray.report_view import format_report
 from shrinkray.settings import Settings
@@ -110,8 +110,7 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
     upgrade_database(settings.database_url)
     worker_log = settings.home / "worker.log"
     with worker_log.open("ab") as log_file:
-        worker_process = subprocess.Popen([sys.executable, "-m", "shrinkray.cli", "worker", "--loglevel", "INFO"],
-                                          stdout=log_file, stderr=subprocess.STDOUT)
+        worker_process = spawn_cli(["worker", "--loglevel", "INFO"], log_file)
     typer.echo(f"shrinkray up: API on http://{host}:{port} (docs at /docs), worker pid {worker_process.pid} "
                f"(log {worker_log}), data in {settings.home}")
     try:
@@ -178,8 +177,7 @@ def demo(port: Annotated[int, typer.Option(help="API port; a free one if 0")] = 
     model_dir = build_demo_model(settings.home / "demo-model")
     env = {**os.environ, "SHRINKRAY_API_URL": f"http://127.0.0.1:{port}"}
     with (settings.home / "up.log").open("ab") as log_file:
-        server = subprocess.Popen([sys.executable, "-m", "shrinkray.cli", "up", "--port", str(port)], env=env,
-                                  stdout=log_file, stderr=subprocess.STDOUT)
+        server = spawn_cli(["up", "--port", str(port)], log_file, env=env)
     client = ShrinkrayClient(env["SHRINKRAY_API_URL"])
     try:
         _wait_healthy(client, server)
