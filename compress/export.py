@@ -1,7 +1,8 @@
 """Export: a Hugging Face directory in the compressed-tensors format that transformers and vLLM load.
 
-int4 and int8 weights are stored "pack-quantized" (codes packed into int32, bf16 scales); config.json
-gets the `quantization_config` compressed-tensors writes; recipe.yaml records how it was made.
+Quantized weights are stored in the format schemes.storage_format picks (int4 packed into int32, int8 or
+FP8 codes, bf16 scales); config.json gets the `quantization_config` compressed-tensors writes; recipe.yaml
+records how it was made. Pruned weights are stored dense, with their zeros.
 """
 
 from __future__ import annotations
@@ -37,20 +38,29 @@ def save_compressed(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
     compressor = ModelCompressor.from_pretrained_model(model)
-    if compressor.quantization_config is None:
+    if compressor.quantization_config is None and not _is_sparse(recipe):
         raise CompressError("the model carries no quantization scheme; run compress_model first")
-    # Pack before the cast: re-deriving int8 codes from bf16 weights can land a code off by one.
-    compressor.compress_model(model)
+    if compressor.quantization_config is not None:
+        # Pack before the cast: re-deriving int8 codes from bf16 weights can land a code off by one.
+        compressor.compress_model(model)
     model.to(dtype)
     model.config.dtype = dtype
     try:
         model.save_pretrained(tmp)
-        compressor.update_config(str(tmp))
+        if compressor.quantization_config is not None:
+            compressor.update_config(str(tmp))
         tokenizer.save_pretrained(tmp)
         (tmp / "recipe.yaml").write_text(recipe.to_yaml(), encoding="utf-8")
         if out_dir.exists():
             out_dir.rmdir()
         os.replace(tmp, out_dir)
     finally:
-        compressor.decompress_model(model)
+        if compressor.quantization_config is not None:
+            compressor.decompress_model(model)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _is_sparse(recipe: Recipe) -> bool:
+    """Sparsity alone exports a plain dense checkpoint (its zeros are in the weights; compressed-tensors 0.20
+    no longer writes sparse formats), loadable by anything that loads the original."""
+    return any(modifier.stage == "prune" for modifier in recipe.modifiers)

@@ -26,7 +26,7 @@ class BaseModifier(_Strict):
     """What every modifier has: its method and the Linear layers it applies to (compressed-tensors' matching:
     a class name, a layer name or its last part, or `re:` and a regex)."""
 
-    stage: ClassVar[Literal["prune", "quantize"]]
+    stage: ClassVar[Literal["smooth", "prune", "quantize"]]
     method: str
     targets: list[str] = Field(default_factory=lambda: ["Linear"], min_length=1)
     ignore: list[str] = Field(default_factory=lambda: ["lm_head"])
@@ -59,6 +59,16 @@ class WeightQuantModifier(BaseModifier):
         if self.activations is not None and not self.symmetric:
             raise ValueError("quantized activations need symmetric weights (integer kernels have no zero points)")
         return self
+
+
+class SmoothQuantModifier(BaseModifier):
+    """SmoothQuant (Xiao et al. 2023): move activation outliers into the weights with per-channel scales folded
+    into the norm before each group of Linears, so int8 activations lose less. Runs before quantization, on the
+    groups whose every reader it targets; the full-precision model computes the same function after it."""
+
+    stage: ClassVar[Literal["smooth"]] = "smooth"
+    method: Literal["smoothquant"] = "smoothquant"
+    alpha: float = Field(default=0.8, ge=0, le=1, description="migration strength: 0 keeps it all in activations")
 
 
 class PruneModifier(BaseModifier):
@@ -130,6 +140,7 @@ class GPTQModifier(WeightQuantModifier):
 MODIFIERS: dict[str, type[BaseModifier]] = {
     "rtn": RTNModifier,
     "gptq": GPTQModifier,
+    "smoothquant": SmoothQuantModifier,
     "sparsegpt": SparseGPTModifier,
     "wanda": WandaModifier,
 }
@@ -172,9 +183,19 @@ class Recipe(_Strict):
 PRESETS: dict[str, Recipe] = {
     "w4a16": Recipe(modifiers=[GPTQModifier(bits=4, group_size=128)]),
     "w3a16": Recipe(modifiers=[GPTQModifier(bits=3, group_size=128)]),
+    "w8a16": Recipe(modifiers=[GPTQModifier(bits=8, group_size=None)]),
     "w4a16-rtn": Recipe(modifiers=[RTNModifier(bits=4, group_size=128, symmetric=True)]),
     "w8a16-rtn": Recipe(modifiers=[RTNModifier(bits=8, group_size=None, symmetric=True)]),
-    "w8a16": Recipe(modifiers=[GPTQModifier(bits=8, group_size=None)]),
+    "w8a8-int8": Recipe(
+        modifiers=[SmoothQuantModifier(alpha=0.8), GPTQModifier(bits=8, group_size=None, activations="int8")]
+    ),
+    "w8a8-fp8": Recipe(modifiers=[RTNModifier(bits=8, type="float", activations="fp8")]),
+    "w8a16-fp8": Recipe(modifiers=[RTNModifier(bits=8, type="float")]),
+    "w4a8": Recipe(modifiers=[GPTQModifier(bits=4, group_size=128, activations="int8")]),
+    "2of4": Recipe(modifiers=[SparseGPTModifier(pattern="2:4")]),
+    "2of4-w4a16": Recipe(modifiers=[SparseGPTModifier(pattern="2:4"), GPTQModifier(bits=4, group_size=128)]),
+    "sparse50": Recipe(modifiers=[SparseGPTModifier(sparsity=0.5)]),
+    "2of4-wanda": Recipe(modifiers=[WandaModifier(pattern="2:4")]),
 }
 
 

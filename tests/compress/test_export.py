@@ -67,3 +67,23 @@ def test_refuses_a_non_empty_destination(random_model, tmp_path: Path) -> None: 
 
     with pytest.raises(CompressError, match="not empty"):
         save_compressed(random_model[0], random_model[1], resolve_recipe("w4a16-rtn"), tmp_path / "out")
+
+
+def test_w8a8_export_quantizes_activations_after_loading(random_model, calib_windows, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """int8 codes stored as int8, and the loaded model quantizes its Linear inputs per token at run time."""
+    model, tokenizer = random_model
+    recipe = resolve_recipe(recipe={"modifiers": [{"method": "rtn", "bits": 8, "activations": "int8"}]})
+    compress_model(model, recipe, None, {}, CPU)
+    with torch.no_grad():
+        expected = model(input_ids=calib_windows[:2]).logits
+    save_compressed(model, tokenizer, recipe, tmp_path / "out")
+    tensors = _tensors(tmp_path / "out")
+    assert tensors["model.layers.0.mlp.up_proj.weight"].dtype == torch.int8
+    loaded, _ = load_model(tmp_path / "out")
+    up = loaded.model.layers[0].mlp.up_proj
+    x = torch.randn(3, up.in_features) * 4
+    with torch.no_grad():
+        unquantized_inputs = torch.nn.functional.linear(x, up.weight)
+        assert not torch.allclose(up(x), unquantized_inputs, rtol=0, atol=1e-6)
+        got = loaded(input_ids=calib_windows[:2]).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)

@@ -94,3 +94,56 @@ def test_remote_code_architectures_are_refused() -> None:
     with pytest.raises(RecipeError) as caught:
         validate_recipe_for_model(resolve_recipe("w4a16"), {**SHARED_CONFIG, "auto_map": {"AutoModel": "x.Y"}})
     assert caught.value.field == "model"
+
+
+@pytest.mark.parametrize(
+    ("modifier", "field", "words"),
+    [
+        ({"method": "rtn", "bits": 4, "type": "float"}, "recipe.modifiers.0", "bits 8"),
+        ({"method": "rtn", "bits": 8, "activations": "fp8"}, "recipe.modifiers.0", "fp8 activations"),
+        ({"method": "gptq", "bits": 8, "type": "float"}, "recipe.modifiers.0", "rtn"),
+        ({"method": "rtn", "bits": 4, "symmetric": False, "activations": "int8"}, "recipe.modifiers.0", "zero"),
+        ({"method": "sparsegpt"}, "recipe.modifiers.0", "exactly one"),
+        ({"method": "sparsegpt", "sparsity": 0.5, "pattern": "2:4"}, "recipe.modifiers.0", "exactly one"),
+        ({"method": "wanda", "pattern": "4:4"}, "recipe.modifiers.0", "N must be below M"),
+        ({"method": "wanda", "pattern": "2of4"}, "recipe.modifiers.0.pattern", "pattern"),
+        ({"method": "sparsegpt", "sparsity": 1.0}, "recipe.modifiers.0.sparsity", "less than 1"),
+        ({"method": "smoothquant", "alpha": 1.5}, "recipe.modifiers.0.alpha", "less than or equal to 1"),
+    ],
+)
+def test_impossible_modifiers_are_rejected(modifier: dict, field: str, words: str) -> None:
+    with pytest.raises(RecipeError) as caught:
+        resolve_recipe(recipe={"modifiers": [modifier]})
+    assert caught.value.field == field and words in caught.value.message, caught.value
+
+
+def test_every_preset_validates_against_the_shared_model() -> None:
+    for name in PRESETS:
+        validate_recipe_for_model(resolve_recipe(name), SHARED_CONFIG)
+
+
+def test_nm_groups_must_divide_the_width() -> None:
+    config = {**SHARED_CONFIG, "hidden_size": 66, "num_attention_heads": 6, "num_key_value_heads": 6}
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe_for_model(resolve_recipe(recipe={"modifiers": [{"method": "sparsegpt", "pattern": "2:4"}]}),
+                                  config)
+    assert caught.value.field == "recipe.modifiers.0.pattern" and "input width 66" in caught.value.message
+
+
+def test_a_later_modifier_overrides_the_layers_it_names() -> None:
+    from compress.recipes import assign_layers
+
+    names = ["model.layers.0.self_attn.q_proj", "model.layers.0.mlp.down_proj"]
+    recipe = resolve_recipe(recipe={"modifiers": [
+        {"method": "gptq", "bits": 4, "group_size": 128},
+        {"method": "rtn", "bits": 8, "targets": ["re:.*down_proj"]},
+        {"method": "sparsegpt", "pattern": "2:4", "targets": ["q_proj"]},
+    ]})
+    assert assign_layers(recipe, names) == {
+        names[0]: {"quantize": 0, "prune": 2},
+        names[1]: {"quantize": 1},
+    }
+    shadowed = resolve_recipe(recipe={"modifiers": [{"method": "gptq", "bits": 4}, {"method": "rtn", "bits": 8}]})
+    with pytest.raises(RecipeError) as caught:
+        assign_layers(shadowed, names)
+    assert caught.value.field == "recipe.modifiers.0.targets"
