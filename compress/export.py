@@ -43,7 +43,7 @@ def save_compressed(
     if compressor.quantization_config is not None:
         # Pack before the cast: re-deriving int8 codes from bf16 weights can land a code off by one.
         compressor.compress_model(model)
-    model.to(dtype)
+    model._apply(lambda tensor: tensor.to(dtype) if tensor.dtype in _CAST else tensor)  # FP8 codes stay FP8
     model.config.dtype = dtype
     try:
         model.save_pretrained(tmp)
@@ -58,6 +58,9 @@ def save_compressed(
         if compressor.quantization_config is not None:
             compressor.decompress_model(model)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_CAST = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _is_sparse(recipe: Recipe) -> bool:

@@ -15,7 +15,7 @@ from compress.evaluate import next_token_agreement, perplexity
 from compress.export import save_compressed
 from compress.model_io import inspect_model_dir, load_model
 from compress.recipes import Recipe, validate_recipe_for_model
-from compress.runner import calibrate, compress_model
+from compress.runner import compress_model
 
 
 def resolve_device(device: str) -> torch.device:
@@ -61,13 +61,11 @@ def compress_directory(
         seconds["eval_before"] = time.perf_counter() - mark
         model.to("cpu")
 
-    mark = time.perf_counter()
+    # compress_model observes each layer's inputs itself (sequentially, after the earlier layers are
+    # compressed), so the library path needs no separate statistics pass.
     calib = token_windows(tokenizer, calib_text, recipe.calibration.seq_len, recipe.calibration.samples)
-    stats = calibrate(model, calib, recipe, compute, progress=progress)
-    seconds["calibrate"] = time.perf_counter() - mark
-
     mark = time.perf_counter()
-    summary = compress_model(model, recipe, calib, stats, compute, progress=progress)
+    summary = compress_model(model, recipe, calib, {}, compute, progress=progress)
     seconds["compress"] = time.perf_counter() - mark
 
     mark = time.perf_counter()

@@ -60,8 +60,8 @@ def quantize_weight(
 def dequantize_weight(
     q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, group_size: int | None
 ) -> torch.Tensor:
-    """Inverse of quantize_weight: fp32 [out, in] weight from codes, scales and zero points."""
-    assert q.dim() == 2 and q.dtype == torch.int8, (q.shape, q.dtype)
+    """Inverse of quantize_weight (and of FP8 codes, whose zero points are 0): fp32 [out, in] weights."""
+    assert q.dim() == 2 and q.dtype in (torch.int8, torch.float8_e4m3fn), (q.shape, q.dtype)
     groups = _grouped(q.float(), group_size)
     assert scale.shape == groups.shape[:2] == zero_point.shape, (scale.shape, zero_point.shape, groups.shape)
     w = (groups - zero_point.float()[..., None]) * scale.float()[..., None]

@@ -136,10 +136,21 @@ class GPTQModifier(WeightQuantModifier):
         return self
 
 
+class AWQModifier(WeightQuantModifier):
+    """AWQ (Lin et al. 2024): per input channel, search the power of the mean activation magnitude that, folded
+    into the producing norm and the Linears, minimises the quantized output error; then round to nearest.
+    Linears whose input no norm produces (o_proj, down_proj in Llama) are rounded unscaled."""
+
+    method: Literal["awq"] = "awq"
+    grid: int = Field(default=20, ge=2, le=100, description="candidate exponents between 0 and 1")
+    samples: int = Field(default=16384, gt=0, description="input tokens per group the search sees")
+
+
 # method name -> modifier class. A new method adds one class here.
 MODIFIERS: dict[str, type[BaseModifier]] = {
     "rtn": RTNModifier,
     "gptq": GPTQModifier,
+    "awq": AWQModifier,
     "smoothquant": SmoothQuantModifier,
     "sparsegpt": SparseGPTModifier,
     "wanda": WandaModifier,
@@ -185,6 +196,7 @@ PRESETS: dict[str, Recipe] = {
     "w3a16": Recipe(modifiers=[GPTQModifier(bits=3, group_size=128)]),
     "w8a16": Recipe(modifiers=[GPTQModifier(bits=8, group_size=None)]),
     "w4a16-rtn": Recipe(modifiers=[RTNModifier(bits=4, group_size=128, symmetric=True)]),
+    "w4a16-awq": Recipe(modifiers=[AWQModifier(bits=4, group_size=128)]),
     "w8a16-rtn": Recipe(modifiers=[RTNModifier(bits=8, group_size=None, symmetric=True)]),
     "w8a8-int8": Recipe(
         modifiers=[SmoothQuantModifier(alpha=0.8), GPTQModifier(bits=8, group_size=None, activations="int8")]

@@ -280,16 +280,26 @@ def compress_model(
         tracker = InputTracker(layer, every_linear, device, find_producers=True, track_norms=True,
                                sample_tokens_per_batch=-(-samples // len(inputs)) if samples else 0)
         with tracker.attached():
-            _run_layer(layer, inputs, device, after_batch=tracker.end_batch)
+            reference = _run_layer(layer, inputs[:1], device, after_batch=tracker.end_batch)[0][0]
+            _run_layer(layer, inputs[1:], device, after_batch=tracker.end_batch)
         for group in tracker.groups(list(every_linear.values())):
             if group.producer is None:
                 continue
             producer = layer.get_submodule(group.producer)
+            linears = [modules[name] for name in group.members]
             for method in wanting:
                 index = methods.index(method)
-                if all(owner.get(name, {}).get(method.modifier.stage) == index for name in group.members):
-                    if method.transform(group, producer, [modules[name] for name in group.members]):
-                        transformed.append(f"{layer_prefix}.{group.producer}")
+                if not all(owner.get(name, {}).get(method.modifier.stage) == index for name in group.members):
+                    continue
+                saved = [tensor.detach().clone() for tensor in _scaled_tensors(producer, linears)]
+                if not method.transform(group, producer, linears):
+                    continue
+                if _output_drift(layer, inputs[0], reference, device) > TRANSFORM_TOLERANCE[reference.dtype]:
+                    # the producer does not scale its output by its weight (Gemma's norm multiplies by 1 + w)
+                    for tensor, before in zip(_scaled_tensors(producer, linears), saved, strict=True):
+                        tensor.data.copy_(before)
+                    continue
+                transformed.append(f"{layer_prefix}.{group.producer}")
 
     def _compress_stack(members: list[str], group: InputGroup, stages: dict[str, int]) -> list[float]:
         weight = torch.cat([modules[name].weight.data.to(device, torch.float32) for name in members])
@@ -336,6 +346,21 @@ def compress_model(
         per_layer_seconds=per_layer,
         transformed=transformed,
     )
+
+
+# Relative change of a layer's output a rescaling may cause by rounding the rescaled weights to their dtype.
+TRANSFORM_TOLERANCE = {torch.float32: 1e-3, torch.bfloat16: 3e-2, torch.float16: 3e-2}
+
+
+def _scaled_tensors(producer: nn.Module, linears: list[nn.Linear]) -> list[torch.Tensor]:
+    return [*producer.parameters(recurse=False), *(linear.weight for linear in linears)]
+
+
+@torch.no_grad()
+def _output_drift(layer: nn.Module, batch: Batch, reference: torch.Tensor, device: torch.device) -> float:
+    """Relative change of the layer's output on one batch: a rescaling must leave the function unchanged."""
+    out = _run_layer(layer, [batch], device)[0][0]
+    return ((out.float() - reference.float()).norm() / reference.float().norm().clamp(min=1e-12)).item()
 
 
 def _same_modifiers(group: list[str], owner: dict[str, dict[str, int]]) -> list[list[str]]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 from datasets import Dataset
 from llmcompressor import oneshot
+from llmcompressor.modifiers.awq import AWQModifier
 from llmcompressor.modifiers.pruning import SparseGPTModifier
 from llmcompressor.modifiers.quantization import GPTQModifier, QuantizationModifier
 from llmcompressor.modifiers.transform.smoothquant import SmoothQuantModifier
@@ -62,6 +63,12 @@ RECIPES: dict[str, Callable[[], list]] = {
         GPTQModifier(targets="Linear", scheme="W8A8", ignore=IGNORE),
     ],
     "fp8-dynamic": lambda: [QuantizationModifier(targets="Linear", scheme="FP8_DYNAMIC", ignore=IGNORE)],
+    "sparsegpt-2of4-gptq-w4a16": lambda: [
+        SparseGPTModifier(sparsity=0.5, mask_structure="2:4", ignore=IGNORE),
+        GPTQModifier(targets="Linear", scheme="W4A16", ignore=IGNORE),
+    ],
+    "awq-w4a16-g128": lambda: [AWQModifier(targets="Linear", scheme="W4A16", ignore=IGNORE)],
+    "gptq-w4a8": lambda: [GPTQModifier(targets="Linear", scheme="W4A8", ignore=IGNORE)],
 }
 
 

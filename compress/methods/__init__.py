@@ -2,8 +2,14 @@
 
 from compress.methods.base import LinearInputs, Method, PrunedWeight, PruneMethod, QuantizedWeight, QuantizeMethod
 from compress.methods.gptq import GPTQ
+from compress.methods.pruning import SparseGPT, Wanda
 from compress.methods.rtn import RTN
 
-METHODS: dict[str, type[Method]] = {"rtn": RTN, "gptq": GPTQ}
+METHODS: dict[str, type[Method]] = {
+    "rtn": RTN,
+    "gptq": GPTQ,
+    "sparsegpt": SparseGPT,
+    "wanda": Wanda,
+}
 
 __all__ = ["METHODS", "LinearInputs", "Method", "PruneMethod", "PrunedWeight", "QuantizeMethod", "QuantizedWeight"]
