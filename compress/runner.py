@@ -21,7 +21,7 @@ from compress.layers import find_decoder_layers, move_all_but
 from compress.methods import METHODS, LinearInputs, Method, QuantizedWeight
 from compress.quantize import dequantize_weight
 from compress.recipes import Recipe, assign_layers, check_widths
-from compress.schemes import quantization_config
+from compress.schemes import CHECKPOINT_DTYPE, quantization_config
 
 Progress = Callable[[int, int, str], None]
 ShouldStop = Callable[[], bool]
@@ -208,7 +208,9 @@ def _owners(model: nn.Module, recipe: Recipe, prefix: str) -> dict[str, dict[str
 def _write(module: nn.Linear, weight: torch.Tensor, result: QuantizedWeight | None, group_size: int | None) -> float:
     """Store the result as compressed-tensors expects: weight = the dequantized codes (or the pruned weight),
     weight_scale/zero_point set; returns the relative change of the weight."""
-    if result is not None:
+    if result is None:
+        weight = weight.to(CHECKPOINT_DTYPE).float()  # stored unquantized: compute with what the file holds
+    else:
         weight = dequantize_weight(result.q, result.scale, result.zero_point, group_size)
         module.weight_scale.data.copy_(result.scale.reshape(module.weight_scale.shape))
         if hasattr(module, "weight_zero_point"):
@@ -299,6 +301,8 @@ def compress_model(
                     for tensor, before in zip(_scaled_tensors(producer, linears), saved, strict=True):
                         tensor.data.copy_(before)
                     continue
+                for tensor in producer.parameters(recurse=False):  # exactly what the checkpoint will hold
+                    tensor.data.copy_(tensor.data.to(CHECKPOINT_DTYPE))
                 transformed.append(f"{layer_prefix}.{group.producer}")
 
     def _compress_stack(members: list[str], group: InputGroup, stages: dict[str, int]) -> list[float]:

@@ -10,6 +10,8 @@ from compress.recipes import WeightQuantModifier
 # Checkpoints store scales in bf16 (what vLLM's w4a16 kernels read); quantizing with bf16-representable
 # scales makes the stored checkpoint dequantize to exactly the weights the runner computed.
 SCALE_DTYPE = torch.bfloat16
+# The dtype of everything else the exported checkpoint stores (norms, unquantized and pruned-only weights).
+CHECKPOINT_DTYPE = torch.bfloat16
 
 
 def weight_args(modifier: WeightQuantModifier) -> QuantizationArgs:

@@ -4,10 +4,13 @@ from compress.methods.base import LinearInputs, Method, PrunedWeight, PruneMetho
 from compress.methods.gptq import GPTQ
 from compress.methods.pruning import SparseGPT, Wanda
 from compress.methods.rtn import RTN
+from compress.methods.smoothing import AWQ, SmoothQuant
 
 METHODS: dict[str, type[Method]] = {
     "rtn": RTN,
     "gptq": GPTQ,
+    "awq": AWQ,
+    "smoothquant": SmoothQuant,
     "sparsegpt": SparseGPT,
     "wanda": Wanda,
 }
