@@ -4,16 +4,20 @@ a rescaling the producer cannot absorb."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
-from compress.layer_inputs import InputGroup
 from compress.methods.awq import apply_scales, search_scales
 from compress.methods.base import LinearInputs, Method, QuantizedWeight, QuantizeMethod
 from compress.methods.rtn import RTN
 from compress.methods.smoothquant import apply_smoothing, smoothing_scales
 from compress.recipes import AWQModifier, RTNModifier, SmoothQuantModifier
 from compress.schemes import SCALE_DTYPE
+
+if TYPE_CHECKING:  # layer_inputs imports the methods package (for the Hessian)
+    from compress.layer_inputs import InputGroup
 
 
 def _is_norm(producer: nn.Module, width: int) -> bool:
