@@ -43,7 +43,7 @@ def save_compressed(
     if compressor.quantization_config is not None:
         # Pack before the cast: re-deriving int8 codes from bf16 weights can land a code off by one.
         compressor.compress_model(model)
-    model._apply(lambda tensor: tensor.to(dtype) if tensor.dtype in _CAST else tensor)  # FP8 codes stay FP8
+    _cast_for_checkpoint(model, dtype)
     model.config.dtype = dtype
     try:
         model.save_pretrained(tmp)
@@ -61,6 +61,17 @@ def save_compressed(
 
 
 _CAST = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _cast_for_checkpoint(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast floating tensors to `dtype`, except FP8 codes and scales whose scheme fixes their dtype (integer
+    scales are fp32, where they are exact)."""
+    for module in model.modules():
+        scheme = getattr(module, "quantization_scheme", None)
+        fixed = getattr(getattr(scheme, "weights", None), "scale_dtype", None)
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if tensor.dtype in _CAST and not (name == "weight_scale" and fixed is not None):
+                tensor.data = tensor.data.to(dtype)
 
 
 def _is_sparse(recipe: Recipe) -> bool:

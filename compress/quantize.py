@@ -31,12 +31,14 @@ def quantize_weight(
     group_size: int | None,
     symmetric: bool = True,
     scale_dtype: torch.dtype = torch.float32,
+    scale_base: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Round-to-nearest quantization of a [out, in] weight.
 
     Returns (q int8 [out, in], scale [out, n_groups] fp32, zero_point int8 [out, n_groups]).
     Scales are rounded to `scale_dtype` before the codes are computed, so a checkpoint that stores scales
-    in that dtype dequantizes to exactly the same weights.
+    in that dtype dequantizes to exactly the same weights. With `scale_base` [out, 1] (see integer_scale_base)
+    every scale is instead an integer multiple of its row's base.
     """
     assert w.is_floating_point(), w.dtype
     q_min, q_max = quant_range(bits)
@@ -49,12 +51,36 @@ def quantize_weight(
         low = groups.amin(dim=-1).clamp(max=0)
         high = groups.amax(dim=-1).clamp(min=0)
         scale = (high - low) / (q_max - q_min)
-    scale = scale.clamp(min=torch.finfo(torch.float16).tiny).to(scale_dtype).float()
+    scale = scale.clamp(min=torch.finfo(torch.float16).tiny)
+    if scale_base is None:
+        scale = scale.to(scale_dtype).float()
+    else:  # integer scales: a whole multiple of the row's base, rounded up so nothing clips
+        scale = torch.ceil(scale / scale_base) * scale_base
     if not symmetric:
         zero_point = (q_min - low / scale).round().clamp(q_min, q_max)
     q = (groups / scale[..., None]).round() + zero_point[..., None]
     q = q.clamp(q_min, q_max).reshape(w.shape).to(torch.int8)
     return q, scale, zero_point.to(torch.int8)
+
+
+# Largest integer group scale: OdysseyLLM's amplifier; 1024 keeps the rounding-up of a scale under 0.1% for the
+# row's largest groups, and integers this small times a power of two are exact in fp32.
+INTEGER_SCALE_MAX = 1024
+
+
+def integer_scale_base(group_scales: torch.Tensor) -> torch.Tensor:
+    """Per-row power of two [out, 1] such that every group scale is about an integer ≤ INTEGER_SCALE_MAX times
+    it ("Integer Scale", Li et al. 2024): a W4A8 kernel then accumulates a row's groups in integers and applies
+    one float scale per row. GPTQ without act order sets later groups from updated weights, which may need an
+    integer a little above the maximum, so kernels read the stored fp32 scales s with the base
+    2^(ceil(log2(max(s) / INTEGER_SCALE_MAX)) - 1): s / base is then an exact integer ≤ 2 · INTEGER_SCALE_MAX."""
+    largest = group_scales.float().amax(dim=-1, keepdim=True).clamp(min=torch.finfo(torch.float32).tiny)
+    return torch.exp2(torch.ceil(torch.log2(largest / INTEGER_SCALE_MAX)))
+
+
+def integer_scales_of(stored_scales: torch.Tensor) -> torch.Tensor:
+    """The integers a kernel reads out of stored integer-scale group scales (see integer_scale_base)."""
+    return stored_scales / (integer_scale_base(stored_scales) / 2)
 
 
 def dequantize_weight(

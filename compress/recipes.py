@@ -49,6 +49,10 @@ class WeightQuantModifier(BaseModifier):
     activations: Literal["int8", "fp8"] | None = Field(
         default=None, description="quantize the layer inputs per token at run time (dynamic scales): W8A8, W4A8"
     )
+    integer_scale: bool = Field(
+        default=False,
+        description="group scales = a per-row power of two x an integer <= 1024, stored fp32 (integer-only W4A8)",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> WeightQuantModifier:
@@ -56,6 +60,8 @@ class WeightQuantModifier(BaseModifier):
             raise ValueError("float (FP8 E4M3) weights take bits 8, group_size null and symmetric true")
         if self.activations is not None and (self.activations == "fp8") != (self.type == "float"):
             raise ValueError("int8 activations go with int weights and fp8 activations with float weights")
+        if self.integer_scale and (self.type != "int" or self.group_size is None):
+            raise ValueError("integer_scale needs integer weights with a group_size")
         if self.activations is not None and not self.symmetric:
             raise ValueError("quantized activations need symmetric weights (integer kernels have no zero points)")
         return self

@@ -21,7 +21,13 @@ def weight_args(modifier: WeightQuantModifier) -> QuantizationArgs:
         symmetric=modifier.symmetric,
         strategy="group" if modifier.group_size else "channel",
         group_size=modifier.group_size,
+        scale_dtype=torch.float32 if modifier.integer_scale else None,
     )
+
+
+def stored_scale_dtype(modifier: WeightQuantModifier) -> torch.dtype:
+    """Integer scales are stored in fp32, where base x integer is exact; others in bf16."""
+    return torch.float32 if modifier.integer_scale else SCALE_DTYPE
 
 
 def activation_args(modifier: WeightQuantModifier) -> QuantizationArgs | None:

@@ -15,7 +15,7 @@ import torch
 
 from compress.methods.base import LinearInputs, QuantizedWeight, QuantizeMethod
 from compress.methods.hessian import inverse_hessian_factor
-from compress.quantize import quant_range, quantize_weight
+from compress.quantize import integer_scale_base, quant_range, quantize_weight
 from compress.recipes import GPTQModifier
 from compress.schemes import SCALE_DTYPE
 from kernels.gptq_block import quantize_block, quantize_block_reference, triton_available
@@ -32,6 +32,7 @@ def gptq_quantize(
     block_size: int = 128,
     scale_dtype: torch.dtype = SCALE_DTYPE,
     keep_zero: torch.Tensor | None = None,
+    integer_scale: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GPTQ codes for `weight` [out, in] given H [in, in]: (q int8 [out, in], scale, zero_point), laid out
     like quantize_weight's. `keep_zero` (bool [out, in]) marks pruned weights that must stay exactly zero
@@ -52,8 +53,11 @@ def gptq_quantize(
     scale = torch.empty(out_features, groups, device=w.device)
     zero_point = torch.empty(out_features, groups, device=w.device)
 
+    # Integer scales: each row's base comes from the scales plain rounding would give (see integer_scale_base).
+    base = integer_scale_base(quantize_weight(w, bits, group_size, symmetric)[1]) if integer_scale else None
+
     def set_group(index: int, source: torch.Tensor) -> None:
-        _, s, z = quantize_weight(source, bits, None, symmetric, scale_dtype)
+        _, s, z = quantize_weight(source, bits, None, symmetric, scale_dtype, base)
         scale[:, index], zero_point[:, index] = s[:, 0], z[:, 0].float()
 
     dynamic_groups = group_size is not None and not act_order
@@ -96,6 +100,6 @@ class GPTQ(QuantizeMethod[GPTQModifier]):
         assert inputs.hessian is not None
         q, scale, zero_point = gptq_quantize(
             weight, inputs.hessian, m.bits, m.group_size, m.symmetric, m.act_order, m.damp, m.block_size,
-            keep_zero=pruned,
+            keep_zero=pruned, integer_scale=m.integer_scale,
         )
         return QuantizedWeight(q, scale, zero_point)

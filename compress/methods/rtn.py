@@ -6,7 +6,7 @@ import torch
 
 from compress.float8 import quantize_fp8_weight
 from compress.methods.base import LinearInputs, QuantizedWeight, QuantizeMethod
-from compress.quantize import quantize_weight
+from compress.quantize import integer_scale_base, quantize_weight
 from compress.recipes import RTNModifier
 from compress.schemes import SCALE_DTYPE
 
@@ -19,7 +19,10 @@ class RTN(QuantizeMethod[RTNModifier]):
         if m.type == "float":  # FP8 E4M3, one scale per output channel; zero is a code, so pruning survives
             q, scale = quantize_fp8_weight(weight, SCALE_DTYPE)
             return QuantizedWeight(q, scale, torch.zeros_like(scale, dtype=torch.int8))
-        q, scale, zero_point = quantize_weight(weight, m.bits, m.group_size, m.symmetric, scale_dtype=SCALE_DTYPE)
+        base = None
+        if m.integer_scale:
+            base = integer_scale_base(quantize_weight(weight, m.bits, m.group_size, m.symmetric)[1])
+        q, scale, zero_point = quantize_weight(weight, m.bits, m.group_size, m.symmetric, SCALE_DTYPE, base)
         if pruned is not None:
             size = m.group_size or weight.shape[1]
             q = torch.where(pruned, zero_point.repeat_interleave(size, dim=1), q)

@@ -115,3 +115,17 @@ def test_rows_are_independent_so_layers_sharing_an_input_can_be_stacked(layer) -
     apart = [gptq_quantize(part, hessian, 4, 64) for part in (first, second)]
     for got, parts in zip(stacked, zip(*apart, strict=True), strict=True):
         assert torch.equal(got, torch.cat(parts))
+
+
+@pytest.mark.parametrize("act_order", [True, False])
+def test_integer_scales_are_a_power_of_two_times_small_integers(layer, act_order: bool) -> None:  # type: ignore[no-untyped-def]
+    from compress.quantize import INTEGER_SCALE_MAX, integer_scales_of
+
+    weight, inputs, hessian = layer
+    q, scale, zero_point = gptq_quantize(weight, hessian, 4, 32, True, act_order, integer_scale=True)
+    integers = integer_scales_of(scale)
+    assert torch.equal(integers, integers.round()) and integers.max() <= 2 * INTEGER_SCALE_MAX
+    plain = gptq_quantize(weight, hessian, 4, 32, True, act_order)
+    integer_error = _output_error(inputs, weight, dequantize_weight(q, scale, zero_point, 32))
+    plain_error = _output_error(inputs, weight, dequantize_weight(*plain, 32))
+    assert integer_error < 1.05 * plain_error, (integer_error, plain_error)

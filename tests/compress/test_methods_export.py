@@ -12,6 +12,7 @@ from torch import nn
 
 from compress.export import save_compressed
 from compress.model_io import load_model
+from compress.quantize import integer_scales_of
 from compress.recipes import resolve_recipe
 from compress.runner import compress_model
 
@@ -78,3 +79,16 @@ def test_fp8_weights_are_stored_as_float8(random_model, calib_windows, tmp_path:
         scale = handle.get_tensor("model.layers.0.mlp.down_proj.weight_scale")
     assert weight.dtype == torch.float8_e4m3fn and scale.shape == (weight.shape[0], 1)
     assert weight.float().abs().amax(dim=1).min().item() == 448.0  # every row uses the full E4M3 range
+
+
+def test_w4a8_integer_scales_survive_the_checkpoint(random_model, calib_windows, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model, tokenizer = random_model
+    modifier = {"method": "gptq", "bits": 4, "group_size": 16, "activations": "int8", "integer_scale": True}
+    recipe = resolve_recipe(recipe={"modifiers": [modifier]})
+    compress_model(model, recipe, calib_windows, {}, CPU)
+    _export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
+    with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as handle:
+        scale = handle.get_tensor("model.layers.0.mlp.down_proj.weight_scale")
+    assert scale.dtype == torch.float32
+    integers = integer_scales_of(scale)
+    assert torch.equal(integers, integers.round()) and integers.max() <= 2048
