@@ -25,17 +25,25 @@ def search_scales(
     `inputs` [tokens, in]."""
     x = inputs.float()
     w = torch.cat([weight.float() for weight in weights]).to(x.device)
-    reference = x @ w.T
     mean_magnitude = x.abs().mean(dim=0).clamp(min=1e-4)
     best_error, best = float("inf"), torch.ones_like(mean_magnitude)
     for step in range(grid):
         scales = mean_magnitude.pow(step / grid)
         scales = scales / (scales.max() * scales.min()).sqrt()  # centred, so neither side's range explodes
         rounded = fake_quantize(w * scales, bits, group_size, symmetric, scale_dtype) / scales
-        error = (x @ rounded.T - reference).square().mean().item()
+        error = _output_error(x, w, rounded)
         if error < best_error:
             best_error, best = error, scales
     return best
+
+
+def _output_error(x: torch.Tensor, w: torch.Tensor, approx: torch.Tensor, rows: int = 4096) -> float:
+    """Σ (x wᵀ − x approxᵀ)², a block of output rows at a time: the full [tokens, out] product of a wide MLP
+    would take gigabytes."""
+    return sum(
+        (x @ (w[start : start + rows] - approx[start : start + rows]).T).square().sum().item()
+        for start in range(0, w.shape[0], rows)
+    )
 
 
 @torch.no_grad()
