@@ -6,7 +6,6 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from compress.errors import RecipeError
-from storage.uris import SourceRejected
 
 
 def field_error(location: list[str | int], message: str, status: int = 422) -> JSONResponse:
@@ -16,7 +15,7 @@ def field_error(location: list[str | int], message: str, status: int = 422) -> J
 
 
 class InvalidSource(Exception):
-    def __init__(self, field: str, error: SourceRejected) -> None:
+    def __init__(self, field: str, error: Exception) -> None:
         super().__init__(str(error))
         self.field = field
 

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from api.deps import CeleryDep, JobDep, SessionDep, SessionFactoryDep, SettingsDep
 from api.errors import InvalidSource
+from api.model_config import ModelUnreadable, check_recipe_against_model
 from api.schemas import JobCreate, JobOut, JobPage, StageRunOut
 from compress.recipes import resolve_recipe
 from storage.jobs import create_job, list_jobs, request_cancel, stage_runs
@@ -32,13 +33,18 @@ def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep
                celery: CeleryDep) -> JobOut:
     """Validate everything that can be checked before a worker sees the job, then enqueue it after commit."""
     recipe = resolve_recipe(preset=body.preset, recipe=body.recipe)
+    sources = {}
     for field in ("model_uri", "calibration_uri", "eval_uri"):
         value = getattr(body, field)
         if value is not None:
             try:
-                parse_source_uri(value, roots=settings.model_roots, buckets=settings.model_buckets)
+                sources[field] = parse_source_uri(value, roots=settings.model_roots, buckets=settings.model_buckets)
             except SourceRejected as exc:
                 raise InvalidSource(field, exc) from exc
+    try:
+        check_recipe_against_model(recipe, sources["model_uri"], settings)
+    except ModelUnreadable as exc:
+        raise InvalidSource("model_uri", exc) from exc
     with session.begin():
         job = create_job(session, model_uri=body.model_uri, recipe=recipe.model_dump(mode="json"),
                          preset=body.preset, queue="gpu" if body.device == "gpu" else "cpu",

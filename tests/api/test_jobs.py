@@ -49,6 +49,12 @@ def test_bad_requests_name_the_field(client) -> None:
         ({"model_uri": "file:///models/../etc", "preset": "w4a16-rtn"}, "body.model_uri"),
         ({"model_uri": MODEL_URI, "preset": "w4a16-rtn", "eval_uri": "s3://x"}, "body.eval_uri"),
         ({"model_uri": MODEL_URI, "preset": "w4a16-rtn", "device": "tpu"}, "body.device"),
+        # checked against the model's config.json at submission:
+        ({"model_uri": "file:///no/such/model", "preset": "w4a16-rtn"}, "body.model_uri"),
+        ({"model_uri": MODEL_URI, "recipe": {"modifiers": [{"method": "rtn", "bits": 4, "group_size": 96}]}},
+         "body.recipe.modifiers.0.group_size"),
+        ({"model_uri": MODEL_URI, "recipe": {"modifiers": [{"method": "gptq", "bits": 4, "targets": ["qq_proj"]}]}},
+         "body.recipe.modifiers.0.targets"),
     ]
     for body, field in cases:
         response = client.post("/v1/jobs", json=body)

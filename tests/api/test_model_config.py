@@ -1,0 +1,33 @@
+"""Submission reads the model's config.json from S3 (never a weight) and checks the recipe against it."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from shrinkray.settings import Settings
+from tests.conftest import SHARED_MODEL
+
+
+@pytest.fixture()
+def s3_client(api_settings: Settings, moto_s3):  # type: ignore[no-untyped-def]
+    moto_s3.store("models/tiny").put_bytes("config.json", (SHARED_MODEL / "config.json").read_bytes())
+    settings = api_settings.model_copy(update={
+        "s3_endpoint_url": moto_s3.endpoint_url, "s3_access_key_id": "testing", "s3_secret_access_key": "testing",
+    })
+    with TestClient(create_app(settings, run_maintenance=False)) as client:
+        yield client, moto_s3.bucket
+
+
+def test_s3_models_are_checked_against_their_config(s3_client) -> None:  # type: ignore[no-untyped-def]
+    client, bucket = s3_client
+    ok = client.post("/v1/jobs", json={"model_uri": f"s3://{bucket}/models/tiny", "preset": "2of4-w4a16"})
+    assert ok.status_code == 201, ok.text
+    missing = client.post("/v1/jobs", json={"model_uri": f"s3://{bucket}/models/absent", "preset": "w4a16"})
+    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "model_uri"]
+    assert "config.json" in missing.json()["detail"][0]["msg"]
+    bad_group = client.post("/v1/jobs", json={"model_uri": f"s3://{bucket}/models/tiny",
+                                              "recipe": {"modifiers": [{"method": "rtn", "bits": 4, "group_size": 7}]}})
+    assert bad_group.status_code == 422
+    assert bad_group.json()["detail"][0]["loc"] == ["body", "recipe", "modifiers", "0", "group_size"]
