@@ -1,0 +1,147 @@
+"""W4A16: y = x · Wᵀ with W stored as compress/ exports it (compressed-tensors "pack-quantized": eight 4-bit
+codes per int32 along the input dimension, stored as code + 8, and one bf16 scale per group of input columns),
+dequantized in registers inside the matmul so only the packed bytes cross HBM.
+
+Small M (decoding) is bound by reading the weights; split-K spreads one output tile's K loop over several
+programs that add into an fp32 buffer, so the GPU has enough programs in flight to saturate HBM.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # CPU-only installs
+    triton = None
+
+PACK = 8  # int4 codes per int32
+
+
+def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor:
+    """int8 codes [N, K] in [-8, 7] from packed int32 [N, K / 8] (little-endian nibbles, offset by 8)."""
+    shifts = torch.arange(0, 32, 4, device=packed.device, dtype=torch.int32)
+    nibbles = (packed.unsqueeze(-1) >> shifts) & 0xF
+    return (nibbles.reshape(packed.shape[0], -1)[:, :in_features] - 8).to(torch.int8)
+
+
+def w4a16_reference(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Plain torch: dequantize the whole weight in fp32, then matmul; the output in x's dtype."""
+    in_features = x.shape[-1]
+    codes = unpack_int4(packed, in_features).float()
+    weight = codes * scale.float().repeat_interleave(group_size, dim=1)[:, :in_features]
+    return (x.float() @ weight.T).to(x.dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _w4a16_kernel(
+        x_ptr, packed_ptr, scale_ptr, out_ptr,
+        M, N, K,
+        stride_xm, stride_pn, stride_sn, stride_om,
+        M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
+        GROUP_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        SPLIT_K: tl.constexpr, UPCAST: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        split = tl.program_id(1)
+        tiles_n = tl.cdiv(N, BLOCK_N)
+        rows = (pid // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = (pid % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < M
+        col_ok = cols < N
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        shifts = tl.arange(0, 8) * 4
+        words = tl.arange(0, BLOCK_K // 8)
+        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < K
+            x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :],
+                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
+            # Each output column's packed words are contiguous: load them as [BLOCK_N, BLOCK_K / 8] (coalesced),
+            # then split every word into its eight nibbles, in order along K.
+            packed = tl.load(packed_ptr + cols[:, None] * stride_pn + (k0 // 8 + words)[None, :],
+                             mask=col_ok[:, None] & ((k0 // 8 + words) < tl.cdiv(K, 8))[None, :], other=0)
+            nibbles = (packed[:, :, None] >> shifts[None, None, :]) & 0xF
+            codes = tl.trans(tl.reshape(nibbles, (BLOCK_N, BLOCK_K))) - 8
+            # BLOCK_K divides GROUP_SIZE, so the whole K block shares one scale per output column
+            scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
+            # codes (-8..7) are exact in bf16/fp16: the scale is applied to the block's fp32 partial sums instead
+            if UPCAST:  # Triton's interpreter mishandles bf16 dots; it checks the logic in fp32
+                partial = tl.dot(x.to(tl.float32), codes.to(tl.float32))
+            else:
+                partial = tl.dot(x, codes.to(x.dtype))
+            acc += partial * scale.to(tl.float32)[None, :]
+        out = out_ptr + rows[:, None] * stride_om + cols[None, :]
+        mask = row_ok[:, None] & col_ok[None, :]
+        if SPLIT_K == 1:
+            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.atomic_add(out, acc, mask=mask)
+
+    _CONFIGS = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w, num_stages=st)
+        for m, n, k, s, w, st in [
+            (16, 64, 128, 1, 4, 4), (16, 64, 128, 2, 4, 4), (16, 64, 128, 4, 4, 4), (16, 128, 128, 4, 4, 4),
+            (16, 32, 128, 4, 4, 4), (16, 64, 64, 8, 4, 4), (16, 128, 128, 2, 8, 3), (16, 256, 64, 1, 8, 3),
+            (32, 64, 128, 2, 4, 4), (32, 128, 128, 1, 4, 4), (64, 128, 64, 1, 4, 4), (64, 128, 128, 1, 8, 3),
+            (128, 128, 64, 1, 8, 3), (128, 256, 64, 1, 8, 3), (64, 256, 64, 1, 8, 4),
+        ]
+    ]
+
+    def _prune(configs: list, named_args: dict, **kwargs: object) -> list:
+        """BLOCK_K must divide the group size; tiles taller than the (bucketed) M only waste the tensor cores."""
+        given = {**named_args, **kwargs}  # triton versions differ in which holds the constexprs
+        group_size, m_bucket = int(given["GROUP_SIZE"]), int(given["M_BUCKET"])
+        kept = [c for c in configs if group_size % c.kwargs["BLOCK_K"] == 0 and c.kwargs["BLOCK_M"] <= m_bucket]
+        return kept or configs[:1]
+
+    _w4a16_autotuned = triton.autotune(
+        configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GROUP_SIZE"], prune_configs_by={"early_config_prune": _prune},
+        reset_to_zero=["out_ptr"],
+    )(_w4a16_kernel)
+
+
+def w4a16_matmul(
+    x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int, config: dict | None = None
+) -> torch.Tensor:
+    """x [..., K] (bf16/fp16) times the packed int4 weight [N, K / 8] with scales [N, K / group_size].
+
+    On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter)."""
+    if triton is None:
+        raise RuntimeError("triton is not installed")
+    if x.dtype not in (torch.bfloat16, torch.float16):
+        raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")
+    if packed.dtype != torch.int32 or packed.dim() != 2 or packed.stride(-1) != 1:
+        raise ValueError("packed must be a row-major int32 [N, K / 8] tensor")
+    n, k = packed.shape[0], x.shape[-1]
+    if packed.shape[1] * PACK < k or k % group_size or group_size % 32:
+        raise ValueError(f"K={k}, packed {tuple(packed.shape)} and group_size {group_size} do not agree")
+    if scale.shape != (n, k // group_size) or scale.stride(-1) != 1:
+        raise ValueError(f"scale must be a row-major [{n}, {k // group_size}] tensor, got {tuple(scale.shape)}")
+    if not (x.device == packed.device == scale.device):
+        raise ValueError("x, packed and scale must be on one device")
+    x2 = x.reshape(-1, k)
+    if x2.stride(-1) != 1:
+        x2 = x2.contiguous()
+    m = x2.shape[0]
+    split_k = (config or {}).get("SPLIT_K", 1)
+    out = torch.zeros(m, n, device=x.device, dtype=torch.float32 if (config is None or split_k > 1) else x.dtype)
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
+
+    bucket = max(16, triton.next_power_of_2(m))
+    if config is None and x.is_cuda:
+        _w4a16_autotuned[grid](x2, packed, scale, out, m, n, k, x2.stride(0), packed.stride(0), scale.stride(0),
+                               out.stride(0), M_BUCKET=bucket, GROUP_SIZE=group_size, UPCAST=False)
+    else:
+        config = config or {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}
+        _w4a16_kernel[grid(config)](x2, packed, scale, out, m, n, k, x2.stride(0), packed.stride(0),
+                                    scale.stride(0), out.stride(0), M_BUCKET=bucket, GROUP_SIZE=group_size,
+                                    UPCAST=os.environ.get("TRITON_INTERPRET") == "1", **config)
+    return out.to(x.dtype).reshape(*x.shape[:-1], n)

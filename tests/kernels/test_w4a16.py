@@ -1,0 +1,57 @@
+"""The W4A16 kernel against its plain-torch reference and against what compress/ exports (interpreter on CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+
+from compress.quantize import dequantize_weight, quantize_weight
+from kernels.w4a16 import unpack_int4, w4a16_matmul, w4a16_reference
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _layer(n: int, k: int, group_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes and bf16 scales as compress/ makes them, packed by compressed-tensors itself."""
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
+    q, scale, zero_point = quantize_weight(weight, 4, group_size, True, torch.bfloat16)
+    dequantized = dequantize_weight(q, scale, zero_point, group_size)
+    return pack_to_int32(q, 4), scale.to(torch.bfloat16), dequantized
+
+
+def test_unpacking_inverts_compressed_tensors_packing() -> None:
+    codes = torch.randint(-8, 8, (5, 64), dtype=torch.int8)
+    assert torch.equal(unpack_int4(pack_to_int32(codes, 4), 64), codes)
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k", "group_size", "config"),
+    [
+        (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}),
+        (5, 64, 128, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2}),
+        (19, 33, 96, 32, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3}),
+        (33, 48, 256, 128, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1}),
+    ],
+)
+def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> None:  # type: ignore[no-untyped-def]
+    packed, scale, dequantized = _layer(n, k, group_size, seed=m + n)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)).to(torch.bfloat16)
+    packed, scale, x = packed.to(DEVICE), scale.to(DEVICE), x.to(DEVICE)
+    got = w4a16_matmul(x, packed, scale, group_size, config=config)
+    assert got.shape == (m, n) and got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    reference = w4a16_reference(x, packed, scale, group_size)
+    exact = (x.float() @ dequantized.to(DEVICE).T)
+    torch.testing.assert_close(reference.float(), exact, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(got.float(), exact, rtol=2e-2, atol=2e-2)
+
+
+def test_bad_arguments_are_refused() -> None:
+    packed, scale, _ = _layer(32, 64, 32, seed=0)
+    x = torch.randn(2, 64).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        w4a16_matmul(x.float(), packed, scale, 32)
+    with pytest.raises(ValueError, match="scale"):
+        w4a16_matmul(x, packed, scale[:, :1].contiguous(), 32)
+    with pytest.raises(ValueError, match="group_size"):
+        w4a16_matmul(x, packed, scale, 48)
