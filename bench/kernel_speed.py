@@ -19,7 +19,7 @@ import triton
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import quantize_weight
-from kernels.w4a16 import w4a16_matmul
+from kernels.w4a16 import to_kernel_layout, w4a16_matmul
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]
 MS = [1, 16, 32, 64, 128, 256]
@@ -49,7 +49,7 @@ def _copy_bandwidth() -> float:
 def _int4_layer(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     weight = torch.randn(n, k, device="cuda") * 0.02
     q, scale, _ = quantize_weight(weight, 4, GROUP, True, torch.bfloat16)
-    return pack_to_int32(q, 4).contiguous(), scale.to(torch.bfloat16).contiguous(), q
+    return to_kernel_layout(pack_to_int32(q, 4), k), scale.to(torch.bfloat16).contiguous(), q
 
 
 def _tinygemm(q: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:

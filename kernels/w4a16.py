@@ -1,6 +1,8 @@
-"""W4A16: y = x · Wᵀ with W stored as compress/ exports it (compressed-tensors "pack-quantized": eight 4-bit
-codes per int32 along the input dimension, stored as code + 8, and one bf16 scale per group of input columns),
-dequantized in registers inside the matmul so only the packed bytes cross HBM.
+"""W4A16: y = x · Wᵀ with int4 weights dequantized in registers inside the matmul, so only the packed bytes
+cross HBM. Checkpoints hold compressed-tensors "pack-quantized" weights (eight 4-bit codes per int32 along the
+input dimension, stored as code + 8, [N, K / 8]) and one bf16 scale per group of input columns; the kernel
+reads them repacked once at load time to [K / 8, N] (to_kernel_layout), where a tile's words are contiguous
+along N and unpack straight into the [K, N] operand of the dot, with no transpose.
 
 Small M (decoding) is bound by reading the weights; split-K spreads one output tile's K loop over several
 programs that add into an fp32 buffer, so the GPU has enough programs in flight to saturate HBM.
@@ -28,8 +30,16 @@ def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     return (nibbles.reshape(packed.shape[0], -1)[:, :in_features] - 8).to(torch.int8)
 
 
+def to_kernel_layout(packed: torch.Tensor, in_features: int) -> torch.Tensor:
+    """The checkpoint's [N, K / 8] words repacked to the kernel's [K / 8, N] (same nibble order along K)."""
+    codes = unpack_int4(packed, in_features).T.contiguous().to(torch.int32) + 8
+    shifts = torch.arange(0, 32, 4, device=packed.device, dtype=torch.int32)
+    words = codes.reshape(in_features // PACK, PACK, -1) << shifts[None, :, None]
+    return words.sum(dim=1, dtype=torch.int32).contiguous()
+
+
 def w4a16_reference(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Plain torch: dequantize the whole weight in fp32, then matmul; the output in x's dtype."""
+    """Plain torch on the checkpoint layout: dequantize the whole weight in fp32, then matmul; x's dtype out."""
     in_features = x.shape[-1]
     codes = unpack_int4(packed, in_features).float()
     weight = codes * scale.float().repeat_interleave(group_size, dim=1)[:, :in_features]
@@ -42,7 +52,7 @@ if triton is not None:
     def _w4a16_kernel(
         x_ptr, packed_ptr, scale_ptr, out_ptr,
         M, N, K,
-        stride_xm, stride_pn, stride_sn, stride_om,
+        stride_xm, stride_pk, stride_sn, stride_om,
         M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
         GROUP_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         SPLIT_K: tl.constexpr, UPCAST: tl.constexpr,
@@ -62,12 +72,11 @@ if triton is not None:
             k_ok = ks < K
             x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :],
                         mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            # Each output column's packed words are contiguous: load them as [BLOCK_N, BLOCK_K / 8] (coalesced),
-            # then split every word into its eight nibbles, in order along K.
-            packed = tl.load(packed_ptr + cols[:, None] * stride_pn + (k0 // 8 + words)[None, :],
-                             mask=col_ok[:, None] & ((k0 // 8 + words) < tl.cdiv(K, 8))[None, :], other=0)
-            nibbles = (packed[:, :, None] >> shifts[None, None, :]) & 0xF
-            codes = tl.trans(tl.reshape(nibbles, (BLOCK_N, BLOCK_K))) - 8
+            word_rows = k0 // 8 + words
+            packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
+                             mask=(word_rows < tl.cdiv(K, 8))[:, None] & col_ok[None, :], other=0)
+            nibbles = (packed[:, None, :] >> shifts[None, :, None]) & 0xF  # [BLOCK_K / 8, 8, BLOCK_N]
+            codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)) - 8
             # BLOCK_K divides GROUP_SIZE, so the whole K block shares one scale per output column
             scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
             # codes (-8..7) are exact in bf16/fp16: the scale is applied to the block's fp32 partial sums instead
@@ -109,7 +118,8 @@ if triton is not None:
 def w4a16_matmul(
     x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int, config: dict | None = None
 ) -> torch.Tensor:
-    """x [..., K] (bf16/fp16) times the packed int4 weight [N, K / 8] with scales [N, K / group_size].
+    """x [..., K] (bf16/fp16) times the int4 weight in kernel layout [K / 8, N] (to_kernel_layout) with scales
+    [N, K / group_size].
 
     On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter)."""
     if triton is None:
@@ -117,9 +127,9 @@ def w4a16_matmul(
     if x.dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")
     if packed.dtype != torch.int32 or packed.dim() != 2 or packed.stride(-1) != 1:
-        raise ValueError("packed must be a row-major int32 [N, K / 8] tensor")
-    n, k = packed.shape[0], x.shape[-1]
-    if packed.shape[1] * PACK < k or k % group_size or group_size % 32:
+        raise ValueError("packed must be a row-major int32 [K / 8, N] tensor (to_kernel_layout)")
+    n, k = packed.shape[1], x.shape[-1]
+    if packed.shape[0] * PACK != k or k % group_size or group_size % 32:
         raise ValueError(f"K={k}, packed {tuple(packed.shape)} and group_size {group_size} do not agree")
     if scale.shape != (n, k // group_size) or scale.stride(-1) != 1:
         raise ValueError(f"scale must be a row-major [{n}, {k // group_size}] tensor, got {tuple(scale.shape)}")

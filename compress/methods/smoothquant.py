@@ -20,8 +20,16 @@ def smoothing_scales(activation_absmax: torch.Tensor, weights: list[torch.Tensor
 
 
 @torch.no_grad()
-def apply_smoothing(norm_weight: torch.Tensor, linear_weights: list[torch.Tensor], scales: torch.Tensor) -> None:
-    """In place: norm weight / s, each Linear's columns * s (in fp32, then back to each tensor's dtype)."""
-    norm_weight.copy_((norm_weight.float() / scales.to(norm_weight.device)).to(norm_weight.dtype))
+def apply_smoothing(
+    norm_weight: torch.Tensor,
+    linear_weights: list[torch.Tensor],
+    scales: torch.Tensor,
+    norm_bias: torch.Tensor | None = None,
+) -> None:
+    """In place: the norm's weight (and a LayerNorm's bias) / s, each Linear's columns * s (in fp32, then back to
+    each tensor's dtype)."""
+    for norm_tensor in (norm_weight, norm_bias):
+        if norm_tensor is not None:
+            norm_tensor.copy_((norm_tensor.float() / scales.to(norm_tensor.device)).to(norm_tensor.dtype))
     for weight in linear_weights:
         weight.copy_((weight.float() * scales.to(weight.device)).to(weight.dtype))

@@ -7,7 +7,7 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import dequantize_weight, quantize_weight
-from kernels.w4a16 import unpack_int4, w4a16_matmul, w4a16_reference
+from kernels.w4a16 import to_kernel_layout, unpack_int4, w4a16_matmul, w4a16_reference
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -38,7 +38,7 @@ def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> N
     packed, scale, dequantized = _layer(n, k, group_size, seed=m + n)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)).to(torch.bfloat16)
     packed, scale, x = packed.to(DEVICE), scale.to(DEVICE), x.to(DEVICE)
-    got = w4a16_matmul(x, packed, scale, group_size, config=config)
+    got = w4a16_matmul(x, to_kernel_layout(packed, k), scale, group_size, config=config)
     assert got.shape == (m, n) and got.dtype == torch.bfloat16 and torch.isfinite(got).all()
     reference = w4a16_reference(x, packed, scale, group_size)
     exact = (x.float() @ dequantized.to(DEVICE).T)
@@ -46,8 +46,16 @@ def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> N
     torch.testing.assert_close(got.float(), exact, rtol=2e-2, atol=2e-2)
 
 
+def test_kernel_layout_keeps_the_codes() -> None:
+    codes = torch.randint(-8, 8, (24, 64), dtype=torch.int8)
+    kernel = to_kernel_layout(pack_to_int32(codes, 4), 64)
+    assert kernel.shape == (8, 24)
+    assert torch.equal(kernel, pack_to_int32(codes.T.contiguous(), 4, packed_dim=0))
+
+
 def test_bad_arguments_are_refused() -> None:
     packed, scale, _ = _layer(32, 64, 32, seed=0)
+    packed = to_kernel_layout(packed, 64)
     x = torch.randn(2, 64).to(torch.bfloat16)
     with pytest.raises(ValueError, match="bf16 or fp16"):
         w4a16_matmul(x.float(), packed, scale, 32)
