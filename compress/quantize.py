@@ -44,8 +44,10 @@ def quantize_weight(
     q_min, q_max = quant_range(bits)
     groups = _grouped(w.float(), group_size)
     if symmetric:
-        # absmax / q_max never clips; the unused code -2^(b-1) is the price (gpt-fast does the same).
-        scale = groups.abs().amax(dim=-1) / q_max
+        # absmax / (q_max + 1/2) spreads the range over all 2^b codes, -2^(b-1) included (compressed-tensors'
+        # convention); the largest positive weight rounds half a step down. absmax / q_max would leave one of the
+        # eight int3 codes unused (measured: w3a16 ppl 40.32 vs 39.58 for llm-compressor on the shared model).
+        scale = groups.abs().amax(dim=-1) / (q_max + 0.5)
         zero_point = torch.zeros_like(scale)
     else:
         low = groups.amin(dim=-1).clamp(max=0)

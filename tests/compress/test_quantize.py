@@ -25,10 +25,13 @@ def test_round_trip_error_is_at_most_half_a_step(bits: int, group_size: int | No
     assert error.max() > 0
 
 
-def test_fake_quantize_is_idempotent_and_keeps_dtype() -> None:
+def test_symmetric_codes_use_the_whole_range_and_keep_dtype() -> None:
     w = torch.randn(16, 64, dtype=torch.bfloat16)
-    once = fake_quantize(w.float(), 4, 32, scale_dtype=torch.bfloat16)
-    assert torch.equal(fake_quantize(once, 4, 32, scale_dtype=torch.bfloat16), once)
+    q, scale, _ = quantize_weight(w.float(), 3, 32, scale_dtype=torch.bfloat16)
+    assert int(q.min()) == -4 and int(q.max()) == 3  # all eight int3 codes, the negative end included
+    error = (dequantize_weight(q, scale, torch.zeros_like(q[:, :2]), 32) - w.float()).abs()
+    # never more than half a step (plus the bf16 rounding of the scale)
+    assert torch.all(error <= scale.repeat_interleave(32, dim=1) * (0.5 + 2**-6))
     assert fake_quantize(w, 8, None).dtype == torch.bfloat16
 
 
