@@ -115,6 +115,47 @@ if triton is not None:
     )(_w4a16_kernel)
 
 
+if triton is not None:
+
+    @triton.jit
+    def _w4a16_gemv_kernel(
+        x_ptr, packed_ptr, scale_ptr, out_ptr,
+        N, K, stride_xm, stride_pk, stride_sn, stride_om,
+        GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    ):
+        """One input row per program row (decoding): no tensor-core tile to fill, the K loop is a plain reduction
+        over the unpacked [BLOCK_K / 8, 8, BLOCK_N] codes, so all the time goes into streaming the weights."""
+        row = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(2)
+        col_ok = cols < N
+        words = tl.arange(0, BLOCK_K // 8)
+        nibble = tl.arange(0, 8)
+        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
+            word_rows = k0 // 8 + words
+            packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
+                             mask=(word_rows < K // 8)[:, None] & col_ok[None, :], other=0)
+            codes = ((packed[:, None, :] >> (nibble * 4)[None, :, None]) & 0xF) - 8
+            ks = k0 + words[:, None] * 8 + nibble[None, :]
+            x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
+            partial = tl.sum(tl.sum(codes.to(tl.float32) * x[:, :, None], axis=1), axis=0)
+            scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
+            acc += partial * scale.to(tl.float32)
+        out = out_ptr + row * stride_om + cols
+        if SPLIT_K == 1:
+            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=col_ok)
+        else:
+            tl.atomic_add(out, acc, mask=col_ok)
+
+
+# Decoding batches up to this many rows take the GEMV kernel (one weight pass per row is still cheaper there
+# than a 16-row tensor-core tile). The tile was the fastest of 36 (BLOCK_N x BLOCK_K x SPLIT_K) on the H100 at
+# M=1 for 28672x8192, 14336x4096 and 4096x4096 (a sweep of 2026-11-25); BLOCK_K shrinks to smaller groups.
+GEMV_MAX_ROWS = 4
+GEMV_CONFIG = {"BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 8}
+
+
 def w4a16_matmul(
     x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int, config: dict | None = None
 ) -> torch.Tensor:
@@ -139,6 +180,9 @@ def w4a16_matmul(
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     m = x2.shape[0]
+    if (config is None and x.is_cuda and m <= GEMV_MAX_ROWS) or (config or {}).get("GEMV"):
+        tile = {**GEMV_CONFIG, "BLOCK_K": min(GEMV_CONFIG["BLOCK_K"], group_size), **(config or {})}
+        return _gemv(x2, packed, scale, group_size, tile).reshape(*x.shape[:-1], n)
     split_k = (config or {}).get("SPLIT_K", 1)
     out = torch.zeros(m, n, device=x.device, dtype=torch.float32 if (config is None or split_k > 1) else x.dtype)
 
@@ -155,3 +199,18 @@ def w4a16_matmul(
                                     scale.stride(0), out.stride(0), M_BUCKET=bucket, GROUP_SIZE=group_size,
                                     UPCAST=os.environ.get("TRITON_INTERPRET") == "1", **config)
     return out.to(x.dtype).reshape(*x.shape[:-1], n)
+
+
+def _gemv(x2: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int, config: dict) -> torch.Tensor:
+    m, k = x2.shape
+    n = packed.shape[1]
+    split_k = config["SPLIT_K"]
+    if group_size % config["BLOCK_K"]:
+        raise ValueError(f"BLOCK_K {config['BLOCK_K']} must divide group_size {group_size}")
+    out = (torch.zeros if split_k > 1 else torch.empty)(m, n, device=x2.device,
+                                                         dtype=torch.float32 if split_k > 1 else x2.dtype)
+    grid = (m, triton.cdiv(n, config["BLOCK_N"]), split_k)
+    _w4a16_gemv_kernel[grid](x2, packed, scale, out, n, k, x2.stride(0), packed.stride(0), scale.stride(0),
+                             out.stride(0), GROUP_SIZE=group_size, BLOCK_N=config["BLOCK_N"],
+                             BLOCK_K=config["BLOCK_K"], SPLIT_K=split_k, num_warps=4)
+    return out.to(x2.dtype)

@@ -32,6 +32,8 @@ def test_unpacking_inverts_compressed_tensors_packing() -> None:
         (5, 64, 128, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2}),
         (19, 33, 96, 32, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3}),
         (33, 48, 256, 128, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1}),
+        (1, 40, 128, 32, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 1}),
+        (3, 70, 256, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 3}),
     ],
 )
 def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> None:  # type: ignore[no-untyped-def]
