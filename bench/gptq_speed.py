@@ -54,22 +54,32 @@ def _print_progress(done: int, total: int, message: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and calibration flags this benchmark and its llm-compressor twin share."""
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--samples", type=int, default=128)
     parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--preset", default="w4a16")
-    parser.add_argument("--layers", type=int, help="decoder layers (default: the shape's); targets scale by it")
-    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators too")
+    parser.add_argument("--layers", type=int, help="decoder layers (default: the shape's); the projection scales")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    args = parser.parse_args()
+
+
+def workload(args: argparse.Namespace) -> tuple[dict, int, int, int, torch.device]:
+    """(model shape, the shape's full layer count, samples, seq_len, device) from add_workload_arguments' flags."""
     shape = dict(TINY if args.tiny else LLAMA3_8B)
     full_layers = shape["num_hidden_layers"]
     if args.layers:
         shape["num_hidden_layers"] = args.layers
     samples, seq_len = (8, 128) if args.tiny else (args.samples, args.seq_len)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return shape, full_layers, samples, seq_len, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_workload_arguments(parser)
+    parser.add_argument("--preset", default="w4a16")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top operators too")
+    args = parser.parse_args()
+    shape, full_layers, samples, seq_len, device = workload(args)
 
     started = time.perf_counter()
     model = random_model(shape, fill_on=device)

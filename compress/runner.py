@@ -253,7 +253,8 @@ def compress_model(
         groups = [InputGroup(members=[name]) for name in names]
         if inputs is not None:
             hessian_for = {name for name in names if any(methods[i].needs_hessian for i in owner[name].values())}
-            tracker = InputTracker(layer, local, device, hessian_for=hessian_for, track_norms=True)
+            norms = any(methods[i].needs_input_norms for name in names for i in owner[name].values())
+            tracker = InputTracker(layer, local, device, hessian_for=hessian_for, track_norms=norms)
             with tracker.attached():
                 _run_layer(layer, inputs, device, after_batch=tracker.end_batch)
             groups = tracker.groups(names)

@@ -28,7 +28,6 @@ import tempfile
 import time
 import types
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
@@ -36,7 +35,7 @@ from tokenizers.models import WordLevel
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerFast
 
-from bench.gptq_speed import LLAMA3_8B, TINY, random_model
+from bench.gptq_speed import add_workload_arguments, random_model, workload
 
 IGNORE = ["re:.*lm_head"]  # as llmcompressor_run.py
 
@@ -101,18 +100,9 @@ def _versions() -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true")
-    parser.add_argument("--samples", type=int, default=128)
-    parser.add_argument("--seq-len", type=int, default=2048)
-    parser.add_argument("--layers", type=int, help="decoder layers (default: the shape's)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "results")
+    add_workload_arguments(parser)
     args = parser.parse_args()
-    shape = dict(TINY if args.tiny else LLAMA3_8B)
-    full_layers = shape["num_hidden_layers"]
-    if args.layers:
-        shape["num_hidden_layers"] = args.layers
-    samples, seq_len = (8, 128) if args.tiny else (args.samples, args.seq_len)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shape, full_layers, samples, seq_len, device = workload(args)
 
     with _datasets_stand_in():
         from llmcompressor import oneshot

@@ -68,6 +68,41 @@ def calib_windows(random_model, calib_text: str) -> torch.Tensor:  # type: ignor
     return token_windows(random_model[1], calib_text, 64, 8)
 
 
+def correlated_layer(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A weight and correlated inputs with a few outlier channels, like a transformer's activations, and the
+    inputs' Hessian: (weight [96, 256], inputs [2048, 256], H [256, 256])."""
+    from compress.methods.hessian import HessianAccumulator
+
+    torch.manual_seed(seed)
+    inputs = torch.randn(2048, 32) @ torch.randn(32, 256) + 0.1 * torch.randn(2048, 256)
+    inputs[:, :4] *= 8
+    weight = torch.randn(96, 256) * 0.05
+    accumulator = HessianAccumulator(256, torch.device("cpu"))
+    for chunk in inputs.split(500):
+        accumulator.add(chunk)
+    return weight, inputs, accumulator.hessian
+
+
+def output_error(inputs: torch.Tensor, weight: torch.Tensor, approx: torch.Tensor) -> float:
+    """‖XWᵀ − XŴᵀ‖ / ‖XWᵀ‖."""
+    return ((inputs @ weight.T - inputs @ approx.T).norm() / (inputs @ weight.T).norm()).item()
+
+
+def export_and_reload(model, tokenizer, recipe: Recipe, windows: torch.Tensor, out: Path):  # type: ignore[no-untyped-def]
+    """Save the compressed model, reload it with transformers and check it computes what the in-memory
+    fake-quantized model computed; returns the reloaded model."""
+    from compress.export import save_compressed
+
+    with torch.no_grad():
+        expected = model(input_ids=windows[:2]).logits
+    save_compressed(model, tokenizer, recipe, out)
+    loaded, _ = load_model(out)
+    with torch.no_grad():
+        got = loaded(input_ids=windows[:2]).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    return loaded
+
+
 INT4_G32 = {"modifiers": [{"method": "rtn", "bits": 4, "group_size": 32}]}
 
 

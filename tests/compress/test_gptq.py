@@ -7,32 +7,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from compress.export import save_compressed
 from compress.methods.gptq import gptq_quantize
-from compress.methods.hessian import HessianAccumulator
-from compress.model_io import load_model
 from compress.quantize import dequantize_weight, quant_range, quantize_weight
 from compress.recipes import resolve_recipe
 from compress.runner import compress_model
+from tests.compress.conftest import correlated_layer, export_and_reload, output_error
 
 CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
 def layer() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A weight and correlated inputs with a few outlier channels, like a transformer's activations."""
-    torch.manual_seed(0)
-    inputs = torch.randn(2048, 32) @ torch.randn(32, 256) + 0.1 * torch.randn(2048, 256)
-    inputs[:, :4] *= 8
-    weight = torch.randn(96, 256) * 0.05
-    accumulator = HessianAccumulator(256, CPU)
-    for chunk in inputs.split(500):
-        accumulator.add(chunk)
-    return weight, inputs, accumulator.hessian
-
-
-def _output_error(inputs: torch.Tensor, weight: torch.Tensor, approx: torch.Tensor) -> float:
-    return ((inputs @ weight.T - inputs @ approx.T).norm() / (inputs @ weight.T).norm()).item()
+    return correlated_layer()
 
 
 def test_hessian_accumulator_is_the_mean_over_all_tokens(layer) -> None:  # type: ignore[no-untyped-def]
@@ -53,7 +39,7 @@ def test_layer_output_error_is_below_rtn(layer, bits, group_size, symmetric, act
     assert q.dtype == torch.int8 and int(q.min()) >= low and int(q.max()) <= high
     assert torch.equal(scale, scale.to(torch.bfloat16).float()), "scales must survive the bf16 checkpoint"
     gptq = dequantize_weight(q, scale, zero_point, group_size)
-    assert _output_error(inputs, weight, gptq) < 0.6 * _output_error(inputs, weight, rtn)
+    assert output_error(inputs, weight, gptq) < 0.6 * output_error(inputs, weight, rtn)
 
 
 def test_pruned_weights_stay_exactly_zero(layer) -> None:  # type: ignore[no-untyped-def]
@@ -91,13 +77,7 @@ def test_gptq_export_loads_and_matches_the_fake_quantized_model(
     assert summary.methods == {"gptq": 14}
     name = next(iter(original))
     assert not torch.equal(dict(model.named_modules())[name].weight, original[name])
-    with torch.no_grad():
-        expected = model(input_ids=calib_windows[:2]).logits
-    save_compressed(model, tokenizer, recipe, tmp_path / "out")
-    loaded, _ = load_model(tmp_path / "out")
-    with torch.no_grad():
-        got = loaded(input_ids=calib_windows[:2]).logits
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
 
 
 def test_bits_outside_the_supported_set_are_rejected() -> None:
@@ -126,6 +106,6 @@ def test_integer_scales_are_a_power_of_two_times_small_integers(layer, act_order
     integers = integer_scales_of(scale)
     assert torch.equal(integers, integers.round()) and integers.max() <= 2 * INTEGER_SCALE_MAX
     plain = gptq_quantize(weight, hessian, 4, 32, True, act_order)
-    integer_error = _output_error(inputs, weight, dequantize_weight(q, scale, zero_point, 32))
-    plain_error = _output_error(inputs, weight, dequantize_weight(*plain, 32))
+    integer_error = output_error(inputs, weight, dequantize_weight(q, scale, zero_point, 32))
+    plain_error = output_error(inputs, weight, dequantize_weight(*plain, 32))
     assert integer_error < 1.05 * plain_error, (integer_error, plain_error)

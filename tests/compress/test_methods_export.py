@@ -10,24 +10,12 @@ import torch
 from safetensors import safe_open
 from torch import nn
 
-from compress.export import save_compressed
-from compress.model_io import load_model
 from compress.quantize import integer_scales_of
 from compress.recipes import resolve_recipe
 from compress.runner import compress_model
+from tests.compress.conftest import export_and_reload
 
 CPU = torch.device("cpu")
-
-
-def _export_and_reload(model, tokenizer, recipe, calib_windows, out: Path):  # type: ignore[no-untyped-def]
-    with torch.no_grad():
-        expected = model(input_ids=calib_windows[:2]).logits
-    save_compressed(model, tokenizer, recipe, out)
-    loaded, _ = load_model(out)
-    with torch.no_grad():
-        got = loaded(input_ids=calib_windows[:2]).logits
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
-    return loaded
 
 
 def _decoder_linears(model: nn.Module) -> dict[str, nn.Linear]:
@@ -51,7 +39,7 @@ def test_two_of_four_survives_quantization_and_export(
     recipe = resolve_recipe(recipe={"modifiers": modifiers})
     summary = compress_model(model, recipe, calib_windows, {}, CPU)
     assert summary.methods == counts
-    loaded = _export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
+    loaded = export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
     for name, linear in _decoder_linears(loaded).items():
         nonzero = (linear.weight != 0).reshape(linear.out_features, -1, 4).sum(dim=-1)
         assert torch.all(nonzero <= 2), name
@@ -62,7 +50,7 @@ def test_unstructured_sparsity_hits_its_target(random_model, calib_windows, tmp_
     model, tokenizer = random_model
     recipe = resolve_recipe(recipe={"modifiers": [{"method": "sparsegpt", "sparsity": 0.5, "block_size": 32}]})
     compress_model(model, recipe, calib_windows, {}, CPU)
-    loaded = _export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
+    loaded = export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
     for name, linear in _decoder_linears(loaded).items():
         assert (linear.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01), name
 
@@ -73,7 +61,7 @@ def test_fp8_weights_are_stored_as_float8(random_model, calib_windows, tmp_path:
     modifier = {"method": "rtn", "bits": 8, "type": "float", "activations": activations}
     recipe = resolve_recipe(recipe={"modifiers": [modifier]})
     compress_model(model, recipe, None, {}, CPU)
-    _export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
+    export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
     with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as handle:
         weight = handle.get_tensor("model.layers.0.mlp.down_proj.weight")
         scale = handle.get_tensor("model.layers.0.mlp.down_proj.weight_scale")
@@ -86,7 +74,7 @@ def test_w4a8_integer_scales_survive_the_checkpoint(random_model, calib_windows,
     modifier = {"method": "gptq", "bits": 4, "group_size": 16, "activations": "int8", "integer_scale": True}
     recipe = resolve_recipe(recipe={"modifiers": [modifier]})
     compress_model(model, recipe, calib_windows, {}, CPU)
-    _export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
+    export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")
     with safe_open(str(tmp_path / "out" / "model.safetensors"), "pt") as handle:
         scale = handle.get_tensor("model.layers.0.mlp.down_proj.weight_scale")
     assert scale.dtype == torch.float32

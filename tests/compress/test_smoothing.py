@@ -9,10 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from compress.export import save_compressed
-from compress.model_io import load_model
 from compress.recipes import resolve_recipe
 from compress.runner import compress_model
+from tests.compress.conftest import export_and_reload
 
 CPU = torch.device("cpu")
 
@@ -47,10 +46,4 @@ def test_rescaled_exports_reload_and_match(random_model, calib_windows, tmp_path
     recipe = resolve_recipe(recipe={"modifiers": modifiers})
     summary = compress_model(model, recipe, calib_windows, {}, CPU)
     assert len(summary.transformed) == 4
-    with torch.no_grad():
-        expected = model(input_ids=calib_windows[:2]).logits
-    save_compressed(model, tokenizer, recipe, tmp_path / "out")
-    loaded, _ = load_model(tmp_path / "out")
-    with torch.no_grad():
-        got = loaded(input_ids=calib_windows[:2]).logits
-    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    export_and_reload(model, tokenizer, recipe, calib_windows, tmp_path / "out")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from compress.methods.hessian import HessianAccumulator
 from compress.methods.masks import nm_mask, row_mask
 from compress.methods.sparsegpt import sparsegpt_prune
 from compress.methods.wanda import wanda_prune
+from tests.compress.conftest import correlated_layer, output_error
 
 CPU = torch.device("cpu")
 UNSTRUCTURED = {"sparsity": 0.5}
@@ -17,20 +17,9 @@ TWO_FOUR = {"n_m": (2, 4)}
 
 @pytest.fixture(scope="module")
 def layer() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A weight and correlated inputs with a few outlier channels, like a transformer's activations:
-    (weight, inputs, H, per-channel Σx²)."""
-    torch.manual_seed(0)
-    inputs = torch.randn(2048, 32) @ torch.randn(32, 256) + 0.1 * torch.randn(2048, 256)
-    inputs[:, :4] *= 8
-    weight = torch.randn(96, 256) * 0.05
-    accumulator = HessianAccumulator(256, CPU)
-    for chunk in inputs.split(500):
-        accumulator.add(chunk)
-    return weight, inputs, accumulator.hessian, inputs.square().sum(0)
-
-
-def _output_error(inputs: torch.Tensor, weight: torch.Tensor, approx: torch.Tensor) -> float:
-    return ((inputs @ weight.T - inputs @ approx.T).norm() / (inputs @ weight.T).norm()).item()
+    """(weight, inputs, H, per-channel Σx²) of correlated_layer."""
+    weight, inputs, hessian = correlated_layer()
+    return weight, inputs, hessian, inputs.square().sum(0)
 
 
 def _both(layer, **kwargs) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:  # type: ignore[no-untyped-def]
@@ -69,9 +58,9 @@ def test_unstructured_sparsity_is_exact_in_every_row_and_sparsegpt_block(layer, 
 @pytest.mark.parametrize("pattern", [UNSTRUCTURED, TWO_FOUR], ids=["50%", "2:4"])
 def test_layer_output_error_sparsegpt_below_wanda_below_magnitude(layer, pattern) -> None:  # type: ignore[no-untyped-def]
     weight, inputs, _hessian, _sqnorm = layer
-    errors = {method: _output_error(inputs, weight, pruned) for method, (pruned, _) in _both(layer, **pattern).items()}
+    errors = {method: output_error(inputs, weight, pruned) for method, (pruned, _) in _both(layer, **pattern).items()}
     magnitude_mask = row_mask(weight.abs(), 0.5) if pattern is UNSTRUCTURED else nm_mask(weight.abs(), 2, 4)
-    magnitude = _output_error(inputs, weight, weight.masked_fill(magnitude_mask, 0.0))
+    magnitude = output_error(inputs, weight, weight.masked_fill(magnitude_mask, 0.0))
     # measured: 50% 0.059 / 0.191 / 0.260, 2:4 0.085 / 0.354 / 0.360 (SparseGPT / Wanda / magnitude)
     assert errors["sparsegpt"] < 0.5 * errors["wanda"]
     if pattern is UNSTRUCTURED:
