@@ -1,7 +1,10 @@
-"""W4A16 kernel speed on the GPU against cuBLAS bf16, torch's tinygemm int4 and the HBM floor.
+"""Speed of Shrinkray's Triton kernels on the GPU against what torch ships for the same layer, in one run:
+W4A16 vs cuBLAS bf16 and tinygemm int4; W8A8 int8 vs bf16; FP8 vs torch._scaled_mm; 2:4 (bf16 and int4)
+vs bf16 and torch's semi-structured sparse matmul; each with the HBM floor (bytes that must move / measured
+copy bandwidth).
 
 Shapes (K, N) from the issue, M = 1..256; enough weight copies rotated per call that they never sit in L2;
-median of triton.testing.do_bench. Run on a GPU:  python bench/kernel_speed.py [--quick]
+median of triton.testing.do_bench. Run on a GPU:  python bench/kernel_speed.py [--quick] [--kernels a,b]
 (not bench/kernels.py: a script of that name would shadow the `kernels` package for every bench script).
 """
 
@@ -18,21 +21,49 @@ import torch
 import triton
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
+from compress.float8 import quantize_fp8_weight
+from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
-from kernels.w4a16 import to_kernel_layout, w4a16_matmul
+from kernels.act_quant import quantize_per_token
+from kernels.sparse24 import compress_24, sparse24_matmul
+from kernels.w4a16 import w4a16_matmul
+from kernels.w8a8 import scaled_matmul
 
 SHAPES = [(4096, 4096), (4096, 14336), (14336, 4096), (8192, 28672)]
 MS = [1, 16, 32, 64, 128, 256]
 GROUP = 128
 L2_BYTES = 50 * 2**20
-TARGETS_US = {(8192, 28672, 1): 45.0, (8192, 28672, 16): 50.0}  # W4A16 absolute targets from the issue
+KERNELS = ["w4a16", "w8a8-int8", "w8a8-fp8", "2of4", "2of4-w4a16"]
 
 
-def _rotating(make: Callable[[], tuple], nbytes: int) -> Callable[[], Callable]:
+def target(kernel: str, k: int, n: int, m: int, row: dict) -> tuple[str, bool] | None:
+    """The issue's target for this row, as (text, met)."""
+    ours, bf16, peer = row["ours_us"], row["bf16_us"], row.get("peer_us")
+    if kernel == "w4a16":
+        if (k, n) == (8192, 28672) and m in (1, 16):
+            limit = 45.0 if m == 1 else 50.0
+            return f"<= {limit} us", ours <= limit
+        if m == 64:
+            return ">= 2x bf16", bf16 / ours >= 2
+        return "faster than bf16 and tinygemm", ours < bf16 and (peer is None or ours < peer)
+    if kernel == "w8a8-int8" and m >= 64:
+        return ">= 1.6x bf16", bf16 / ours >= 1.6
+    if kernel == "w8a8-fp8" and peer is not None:
+        return "within 10% of _scaled_mm", ours <= 1.1 * peer
+    if kernel == "2of4" and m >= 64:
+        return ">= 1.3x bf16", bf16 / ours >= 1.3
+    return None
+
+
+def _rotating(make: Callable[[], tuple], nbytes: int) -> Callable[[], tuple]:
     """Copies of the operands, enough to exceed L2 twice over; each call uses the next one."""
     copies = [make() for _ in range(max(1, -(-2 * L2_BYTES // nbytes)))]
     cycle = itertools.cycle(copies)
     return lambda: next(cycle)
+
+
+def _nbytes(tensors: tuple) -> int:
+    return sum(t.nbytes for t in tensors if isinstance(t, torch.Tensor))
 
 
 def _time_us(fn: Callable[[], object]) -> float:
@@ -46,16 +77,10 @@ def _copy_bandwidth() -> float:
     return 2 * src.numel() / (_time_us(lambda: dst.copy_(src)) * 1e-6)
 
 
-def _int4_layer(n: int, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    weight = torch.randn(n, k, device="cuda") * 0.02
-    q, scale, _ = quantize_weight(weight, 4, GROUP, True, torch.bfloat16)
-    return to_kernel_layout(pack_to_int32(q, 4), k), scale.to(torch.bfloat16).contiguous(), q
-
-
-def _tinygemm(q: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
+def _tinygemm(codes: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
     """torch's int4 kernel (what gpt-fast uses) on the same codes, or None where this torch lacks it."""
     try:
-        unsigned = (q.to(torch.int32) + 8).to(torch.uint8)
+        unsigned = (codes.to(torch.int32) + 8).to(torch.uint8)
         packed = ((unsigned[:, ::2] << 4) | unsigned[:, 1::2]).contiguous()
         weight = torch._convert_weight_to_int4pack(packed, 8)
         zeros = torch.full_like(scale, 8) * scale  # tinygemm: w = (code - 8) * s  <=>  code * s - 8 s
@@ -65,54 +90,156 @@ def _tinygemm(q: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], 
         return None
 
 
-def _measure_shape(k: int, n: int, bandwidth: float) -> list[dict]:
+def _pruned(weight: torch.Tensor) -> torch.Tensor:
+    return weight * ~nm_mask(weight.abs().float(), 2, 4)
+
+
+class Layer:
+    """One kernel's operands for a [N, K] weight: `make()` builds a copy, `run(x, operands)` the layer,
+    `peer(x)` torch's counterpart (or None), `expected(x)` the fp32 result to check against."""
+
+    def __init__(self, kernel: str, weight: torch.Tensor) -> None:
+        self.kernel = kernel
+        self.peer_factory: Callable[[torch.Tensor], Callable | None] = lambda x: None
+        if kernel == "w4a16":
+            codes, scale, _ = quantize_weight(weight, 4, GROUP, True, torch.bfloat16)
+            scale = scale.to(torch.bfloat16).contiguous()
+            operands = (pack_to_int32(codes.T.contiguous(), 4, packed_dim=0), scale)
+            self.dense = codes.float() * scale.float().repeat_interleave(GROUP, 1)
+            tiny = _tinygemm(codes, scale)
+            self.peer_factory = lambda x: (lambda: tiny(x)) if tiny is not None else None
+            self.run = lambda x, ops: w4a16_matmul(x, ops[0], ops[1], GROUP)
+        elif kernel in ("w8a8-int8", "w8a8-fp8"):
+            dtype = torch.int8 if kernel == "w8a8-int8" else torch.float8_e4m3fn
+            if dtype == torch.int8:
+                codes, scale, _ = quantize_weight(weight, 8, None, True, torch.bfloat16)
+            else:
+                codes, scale = quantize_fp8_weight(weight)
+            scale = scale.reshape(-1).float().contiguous()
+            operands = (codes.contiguous(), scale)
+            self.dense = codes.float() * scale[:, None]
+
+            def run(x: torch.Tensor, ops: tuple) -> torch.Tensor:
+                codes_x, scale_x = quantize_per_token(x, dtype)
+                return scaled_matmul(codes_x, scale_x, ops[0], ops[1], torch.bfloat16)
+
+            self.run = run
+            if dtype == torch.float8_e4m3fn:
+                self.peer_factory = self._scaled_mm_peer(codes, scale)
+        else:
+            pruned = _pruned(weight)
+            if kernel == "2of4":
+                values, meta = compress_24(pruned.to(torch.bfloat16))
+                operands = (values, meta)
+                self.dense = pruned.float()
+                self.run = lambda x, ops: sparse24_matmul(x, ops[0], ops[1])
+                self.peer_factory = self._semi_structured_peer(pruned.to(torch.bfloat16))
+            else:
+                codes, scale, _ = quantize_weight(pruned, 4, GROUP, True, torch.bfloat16)
+                kept, meta = compress_24(codes)
+                scale = scale.to(torch.bfloat16).contiguous()
+                operands = (pack_to_int32(kept, 4), meta, scale)
+                self.dense = codes.float() * scale.float().repeat_interleave(GROUP, 1)
+                self.run = lambda x, ops: sparse24_matmul(x, ops[0], ops[1], ops[2], GROUP)
+        self.operands = operands
+        self.nbytes = _nbytes(operands)
+
+    @staticmethod
+    def _scaled_mm_peer(codes: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], Callable | None]:
+        """torch._scaled_mm on the same FP8 weight, row-wise scales, activations quantized by our kernel (both
+        sides time the matmul only)."""
+        def factory(x: torch.Tensor) -> Callable | None:
+            codes_x, scale_x = quantize_per_token(x, torch.float8_e4m3fn)
+            if x.shape[0] % 16:
+                return None  # cuBLASLt's FP8 row-wise path wants M in multiples of 16
+            try:
+                torch._scaled_mm(codes_x, codes.T, scale_a=scale_x[:, None], scale_b=scale[None, :],
+                                 out_dtype=torch.bfloat16)
+            except (RuntimeError, TypeError):
+                return None
+            return lambda: torch._scaled_mm(codes_x, codes.T, scale_a=scale_x[:, None], scale_b=scale[None, :],
+                                            out_dtype=torch.bfloat16)
+        return factory
+
+    @staticmethod
+    def _semi_structured_peer(pruned: torch.Tensor) -> Callable[[torch.Tensor], Callable | None]:
+        try:
+            sparse = torch.sparse.to_sparse_semi_structured(pruned)
+        except (RuntimeError, TypeError, ValueError):
+            return lambda x: None
+
+        def factory(x: torch.Tensor) -> Callable | None:
+            try:
+                torch.nn.functional.linear(x, sparse)
+            except (RuntimeError, TypeError, ValueError):
+                return None
+            return lambda: torch.nn.functional.linear(x, sparse)
+        return factory
+
+
+def _measure(kernel: str, k: int, n: int, bandwidth: float) -> list[dict]:
+    weight = torch.randn(n, k, device="cuda") * 0.02
+    layer = Layer(kernel, weight)
+    operands = _rotating(lambda: tuple(t.clone() for t in layer.operands), layer.nbytes)
     dense = _rotating(lambda: (torch.randn(n, k, device="cuda", dtype=torch.bfloat16),), n * k * 2)
-    layer = _int4_layer(n, k)
-    int4 = _rotating(lambda: tuple(t.clone() for t in layer[:2]), layer[0].nbytes + layer[1].nbytes)
-    tiny = _tinygemm(layer[2], layer[1])
-    reference_weight = layer[2].float() * layer[1].float().repeat_interleave(GROUP, 1)
     rows = []
     for m in MS:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        expected = x.float() @ reference_weight.T
-        error = ((w4a16_matmul(x, *layer[:2], GROUP).float() - expected).norm() / expected.norm()).item()
+        expected = x.float() @ layer.dense.T
+        error = ((layer.run(x, layer.operands).float() - expected).norm() / expected.norm()).item()
+        peer = layer.peer_factory(x)
+        if kernel == "w8a8-fp8":  # compare matmul with matmul: quantize x once outside the timed call
+            codes_x, scale_x = quantize_per_token(x, torch.float8_e4m3fn)
+            ours = _time_us(lambda c=codes_x, s=scale_x: scaled_matmul(c, s, *operands(), torch.bfloat16))
+        else:
+            ours = _time_us(lambda x=x: layer.run(x, operands()))
         row = {
-            "K": k, "N": n, "M": m,
+            "kernel": kernel, "K": k, "N": n, "M": m,
             "bf16_us": _time_us(lambda x=x: torch.matmul(x, dense()[0].T)),
-            "ours_us": _time_us(lambda x=x: w4a16_matmul(x, *int4(), GROUP)),
-            "tinygemm_us": _time_us(lambda x=x: tiny(x)) if tiny is not None else None,
-            "floor_us": (layer[0].nbytes + layer[1].nbytes + x.nbytes + m * n * 2) / bandwidth * 1e6,
+            "ours_us": ours,
+            "peer_us": _time_us(peer) if peer is not None else None,
+            "floor_us": (layer.nbytes + x.nbytes + m * n * 2) / bandwidth * 1e6,
             "relative_error": error,
-            "target_us": TARGETS_US.get((k, n, m)),
         }
+        goal = target(kernel, k, n, m, row)
+        row["target"], row["target_met"] = goal if goal else (None, None)
         rows.append(row)
-        tiny_text = f"{row['tinygemm_us']:8.1f}" if row["tinygemm_us"] is not None else "     n/a"
-        print(f"K={k:>5} N={n:>5} M={m:>3}  bf16 {row['bf16_us']:8.1f}  tinygemm {tiny_text}  ours "
-              f"{row['ours_us']:8.1f}  floor {row['floor_us']:6.1f} us  x{row['bf16_us'] / row['ours_us']:.2f} vs "
-              f"bf16  target {row['target_us'] or '-'}  err {error:.1e}", flush=True)
+        peer_text = f"{row['peer_us']:8.1f}" if row["peer_us"] is not None else "     n/a"
+        print(f"{kernel:<11} K={k:>5} N={n:>5} M={m:>3}  bf16 {row['bf16_us']:7.1f}  peer {peer_text}  ours "
+              f"{ours:7.1f}  floor {row['floor_us']:6.1f} us  x{row['bf16_us'] / ours:.2f} vs bf16  "
+              f"{row['target'] or ''} {'' if goal is None else ('met' if row['target_met'] else 'NOT met')}  "
+              f"err {error:.1e}", flush=True)
     return rows
+
+
+PEERS = {"w4a16": "tinygemm int4", "w8a8-int8": "-", "w8a8-fp8": "torch._scaled_mm (matmul only, both sides)",
+         "2of4": "torch semi-structured 2:4", "2of4-w4a16": "-"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the largest shape only")
+    parser.add_argument("--kernels", default=",".join(KERNELS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     shapes = SHAPES[-1:] if args.quick else SHAPES
     bandwidth = _copy_bandwidth()
-    rows = [row for k, n in shapes for row in _measure_shape(k, n, bandwidth)]
+    rows = [row for kernel in args.kernels.split(",") for k, n in shapes for row in _measure(kernel, k, n, bandwidth)]
     result = {
-        "benchmark": "kernels_w4a16",
+        "benchmark": "kernels",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "triton": triton.__version__,
         "copy_bandwidth_tb_s": bandwidth / 1e12,
         "group_size": GROUP,
+        "peers": PEERS,
         "rows": rows,
     }
+    met = [row["target_met"] for row in rows if row["target_met"] is not None]
+    print(f"targets met: {sum(met)} of {len(met)}")
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"kernels_w4a16-{result['date'][:10]}.json"
+    path = args.out / f"kernels-{result['date'][:10]}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
 

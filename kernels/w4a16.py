@@ -10,15 +10,12 @@ programs that add into an fp32 buffer, so the GPU has enough programs in flight 
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-try:
-    import triton
+from kernels.triton_support import interpreted, require_triton, triton
+
+if triton is not None:
     import triton.language as tl
-except ImportError:  # CPU-only installs
-    triton = None
 
 PACK = 8  # int4 codes per int32
 
@@ -38,24 +35,37 @@ def to_kernel_layout(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     return words.sum(dim=1, dtype=torch.int32).contiguous()
 
 
-def w4a16_reference(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Plain torch on the checkpoint layout: dequantize the whole weight in fp32, then matmul; x's dtype out."""
-    in_features = x.shape[-1]
+def dequantize_int4(
+    packed: torch.Tensor, scale: torch.Tensor, group_size: int, in_features: int,
+    zero_point: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """fp32 [N, K] weight from the checkpoint layout [N, K / 8] (the kernel layout's transpose is the same)."""
     codes = unpack_int4(packed, in_features).float()
-    weight = codes * scale.float().repeat_interleave(group_size, dim=1)[:, :in_features]
-    return (x.float() @ weight.T).to(x.dtype)
+    if zero_point is not None:
+        codes = codes - zero_point.float().repeat_interleave(group_size, dim=1)[:, :in_features]
+    return codes * scale.float().repeat_interleave(group_size, dim=1)[:, :in_features]
+
+
+def w4a16_reference(
+    x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int,
+    zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Plain torch on the checkpoint layout: dequantize the whole weight in fp32, then matmul; x's dtype out."""
+    y = x.float() @ dequantize_int4(packed, scale, group_size, x.shape[-1], zero_point).T
+    return (y if bias is None else y + bias.float()).to(x.dtype)
 
 
 if triton is not None:
 
     @triton.jit
     def _w4a16_kernel(
-        x_ptr, packed_ptr, scale_ptr, out_ptr,
+        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
         M, N, K,
         stride_xm, stride_pk, stride_sn, stride_om,
         M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
-        GROUP_SIZE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        SPLIT_K: tl.constexpr, UPCAST: tl.constexpr,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+        UPCAST: tl.constexpr,
     ):
         pid = tl.program_id(0)
         split = tl.program_id(1)
@@ -77,14 +87,20 @@ if triton is not None:
                              mask=(word_rows < tl.cdiv(K, 8))[:, None] & col_ok[None, :], other=0)
             nibbles = (packed[:, None, :] >> shifts[None, :, None]) & 0xF  # [BLOCK_K / 8, 8, BLOCK_N]
             codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)) - 8
-            # BLOCK_K divides GROUP_SIZE, so the whole K block shares one scale per output column
+            # BLOCK_K divides GROUP_SIZE, so the whole K block shares one scale (and zero point) per output column
             scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
+            if HAS_ZERO:  # asymmetric: w = (q - z) * s, and q - z in [-15, 15] is still exact in bf16/fp16
+                zero = tl.load(zero_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0)
+                codes -= zero.to(tl.int32)[None, :]
             # codes (-8..7) are exact in bf16/fp16: the scale is applied to the block's fp32 partial sums instead
             if UPCAST:  # Triton's interpreter mishandles bf16 dots; it checks the logic in fp32
                 partial = tl.dot(x.to(tl.float32), codes.to(tl.float32))
             else:
                 partial = tl.dot(x, codes.to(x.dtype))
             acc += partial * scale.to(tl.float32)[None, :]
+        if HAS_BIAS:
+            if split == 0:
+                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         out = out_ptr + rows[:, None] * stride_om + cols[None, :]
         mask = row_ok[:, None] & col_ok[None, :]
         if SPLIT_K == 1:
@@ -119,9 +135,10 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_gemv_kernel(
-        x_ptr, packed_ptr, scale_ptr, out_ptr,
+        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
         N, K, stride_xm, stride_pk, stride_sn, stride_om,
-        GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     ):
         """One input row per program row (decoding): no tensor-core tile to fill, the K loop is a plain reduction
         over the unpacked [BLOCK_K / 8, 8, BLOCK_N] codes, so all the time goes into streaming the weights."""
@@ -137,11 +154,17 @@ if triton is not None:
             packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
                              mask=(word_rows < K // 8)[:, None] & col_ok[None, :], other=0)
             codes = ((packed[:, None, :] >> (nibble * 4)[None, :, None]) & 0xF) - 8
+            if HAS_ZERO:
+                zero = tl.load(zero_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0).to(tl.int32)
+                codes -= zero[None, None, :]
             ks = k0 + words[:, None] * 8 + nibble[None, :]
             x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
             partial = tl.sum(tl.sum(codes.to(tl.float32) * x[:, :, None], axis=1), axis=0)
             scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
             acc += partial * scale.to(tl.float32)
+        if HAS_BIAS:
+            if split == 0:
+                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         out = out_ptr + row * stride_om + cols
         if SPLIT_K == 1:
             tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=col_ok)
@@ -157,14 +180,15 @@ GEMV_CONFIG = {"BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 8}
 
 
 def w4a16_matmul(
-    x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int, config: dict | None = None
+    x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int,
+    zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
+    config: dict | None = None,
 ) -> torch.Tensor:
     """x [..., K] (bf16/fp16) times the int4 weight in kernel layout [K / 8, N] (to_kernel_layout) with scales
-    [N, K / group_size].
+    [N, K / group_size] and, for asymmetric weights, int8 zero points of the same shape; out [..., N] in x's dtype.
 
     On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter)."""
-    if triton is None:
-        raise RuntimeError("triton is not installed")
+    require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")
     if packed.dtype != torch.int32 or packed.dim() != 2 or packed.stride(-1) != 1:
@@ -174,43 +198,48 @@ def w4a16_matmul(
         raise ValueError(f"K={k}, packed {tuple(packed.shape)} and group_size {group_size} do not agree")
     if scale.shape != (n, k // group_size) or scale.stride(-1) != 1:
         raise ValueError(f"scale must be a row-major [{n}, {k // group_size}] tensor, got {tuple(scale.shape)}")
+    if zero_point is not None and (zero_point.shape != scale.shape or zero_point.stride() != scale.stride()
+                                   or zero_point.dtype != torch.int8):
+        raise ValueError(f"zero_point must be int8 shaped and strided like scale {tuple(scale.shape)}")
+    if bias is not None and bias.shape != (n,):
+        raise ValueError(f"bias must be [{n}]")
     if not (x.device == packed.device == scale.device):
         raise ValueError("x, packed and scale must be on one device")
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     m = x2.shape[0]
-    if (config is None and x.is_cuda and m <= GEMV_MAX_ROWS) or (config or {}).get("GEMV"):
-        tile = {**GEMV_CONFIG, "BLOCK_K": min(GEMV_CONFIG["BLOCK_K"], group_size), **(config or {})}
-        return _gemv(x2, packed, scale, group_size, tile).reshape(*x.shape[:-1], n)
+    if out is not None and (out.shape != (*x.shape[:-1], n) or out.dtype != x.dtype or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {(*x.shape[:-1], n)}")
+    gemv = (config is None and x.is_cuda and m <= GEMV_MAX_ROWS) or bool((config or {}).get("GEMV"))
+    if gemv:
+        config = {**GEMV_CONFIG, "BLOCK_K": min(GEMV_CONFIG["BLOCK_K"], group_size),
+                  **{key: value for key, value in (config or {}).items() if key != "GEMV"}}
+        if group_size % config["BLOCK_K"]:
+            raise ValueError(f"BLOCK_K {config['BLOCK_K']} must divide group_size {group_size}")
     split_k = (config or {}).get("SPLIT_K", 1)
-    out = torch.zeros(m, n, device=x.device, dtype=torch.float32 if (config is None or split_k > 1) else x.dtype)
-
-    def grid(meta: dict) -> tuple[int, int]:
-        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
-
-    bucket = max(16, triton.next_power_of_2(m))
-    if config is None and x.is_cuda:
-        _w4a16_autotuned[grid](x2, packed, scale, out, m, n, k, x2.stride(0), packed.stride(0), scale.stride(0),
-                               out.stride(0), M_BUCKET=bucket, GROUP_SIZE=group_size, UPCAST=False)
+    accumulate = config is None or split_k > 1  # split-K programs add fp32 partial sums into one buffer
+    out2 = out.view(m, n) if out is not None else None
+    target = torch.zeros(m, n, device=x.device, dtype=torch.float32) if accumulate else (
+        out2 if out2 is not None else torch.empty(m, n, device=x.device, dtype=x.dtype))
+    args = (x2, packed, scale, zero_point if zero_point is not None else scale, bias if bias is not None else scale,
+            target)
+    flags = {"GROUP_SIZE": group_size, "HAS_ZERO": zero_point is not None, "HAS_BIAS": bias is not None}
+    if gemv:
+        _w4a16_gemv_kernel[(m, triton.cdiv(n, config["BLOCK_N"]), split_k)](
+            *args, n, k, x2.stride(0), packed.stride(0), scale.stride(0), target.stride(0), **flags,
+            BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"], SPLIT_K=split_k, num_warps=4)
     else:
-        config = config or {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}
-        _w4a16_kernel[grid(config)](x2, packed, scale, out, m, n, k, x2.stride(0), packed.stride(0),
-                                    scale.stride(0), out.stride(0), M_BUCKET=bucket, GROUP_SIZE=group_size,
-                                    UPCAST=os.environ.get("TRITON_INTERPRET") == "1", **config)
-    return out.to(x.dtype).reshape(*x.shape[:-1], n)
+        def grid(meta: dict) -> tuple[int, int]:
+            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
-
-def _gemv(x2: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int, config: dict) -> torch.Tensor:
-    m, k = x2.shape
-    n = packed.shape[1]
-    split_k = config["SPLIT_K"]
-    if group_size % config["BLOCK_K"]:
-        raise ValueError(f"BLOCK_K {config['BLOCK_K']} must divide group_size {group_size}")
-    out = (torch.zeros if split_k > 1 else torch.empty)(m, n, device=x2.device,
-                                                         dtype=torch.float32 if split_k > 1 else x2.dtype)
-    grid = (m, triton.cdiv(n, config["BLOCK_N"]), split_k)
-    _w4a16_gemv_kernel[grid](x2, packed, scale, out, n, k, x2.stride(0), packed.stride(0), scale.stride(0),
-                             out.stride(0), GROUP_SIZE=group_size, BLOCK_N=config["BLOCK_N"],
-                             BLOCK_K=config["BLOCK_K"], SPLIT_K=split_k, num_warps=4)
-    return out.to(x2.dtype)
+        strides = (m, n, k, x2.stride(0), packed.stride(0), scale.stride(0), target.stride(0))
+        bucket = max(16, triton.next_power_of_2(m))
+        if config is None and x.is_cuda:
+            _w4a16_autotuned[grid](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=False)
+        else:
+            config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **(config or {})}
+            _w4a16_kernel[grid(config)](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=interpreted(), **config)
+    if target is not out2:
+        target = target.to(x.dtype) if out2 is None else out2.copy_(target)
+    return target.view(*x.shape[:-1], n)

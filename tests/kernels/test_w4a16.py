@@ -8,8 +8,7 @@ from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import dequantize_weight, quantize_weight
 from kernels.w4a16 import to_kernel_layout, unpack_int4, w4a16_matmul, w4a16_reference
-
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
 
 
 def _layer(n: int, k: int, group_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -40,12 +39,35 @@ def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> N
     packed, scale, dequantized = _layer(n, k, group_size, seed=m + n)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)).to(torch.bfloat16)
     packed, scale, x = packed.to(DEVICE), scale.to(DEVICE), x.to(DEVICE)
-    got = w4a16_matmul(x, to_kernel_layout(packed, k), scale, group_size, config=config)
-    assert got.shape == (m, n) and got.dtype == torch.bfloat16 and torch.isfinite(got).all()
+    out = poisoned(m, n, dtype=torch.bfloat16)
+    got = w4a16_matmul(x, to_kernel_layout(packed, k), scale, group_size, out=out, config=config)
+    assert got.data_ptr() == out.data_ptr() and got.dtype == torch.bfloat16 and torch.isfinite(got).all()
     reference = w4a16_reference(x, packed, scale, group_size)
     exact = (x.float() @ dequantized.to(DEVICE).T)
     torch.testing.assert_close(reference.float(), exact, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(got.float(), exact, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("config", [
+    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 2},
+    {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 1},
+])
+def test_asymmetric_weights_with_bias(config: dict) -> None:
+    """Zero points (w = (q - z) * s) and a bias, on a 3-D input."""
+    n, k, group_size = 40, 128, 32
+    weight = randn(n, k, seed=3, dtype=torch.float32, scale=0.05).cpu() + 0.02
+    codes, scale, zero_point = quantize_weight(weight, 4, group_size, False, torch.bfloat16)
+    assert zero_point.abs().sum() > 0
+    dequantized = dequantize_weight(codes, scale, zero_point, group_size).to(DEVICE)
+    bias = randn(n, seed=4)
+    x = randn(2, 2, k, seed=5)
+    got = w4a16_matmul(x, to_kernel_layout(pack_to_int32(codes, 4), k).to(DEVICE), scale.to(torch.bfloat16).to(DEVICE),
+                       group_size, zero_point=zero_point.to(DEVICE), bias=bias, config=config)
+    assert got.shape == (2, 2, n)
+    assert relative_error(got, x.float() @ dequantized.T + bias.float()) < 1e-2
+    reference = w4a16_reference(x, pack_to_int32(codes, 4).to(DEVICE), scale.to(DEVICE), group_size,
+                                zero_point.to(DEVICE), bias)
+    assert relative_error(reference, x.float() @ dequantized.T + bias.float()) < 1e-2
 
 
 def test_kernel_layout_keeps_the_codes() -> None:
@@ -65,3 +87,7 @@ def test_bad_arguments_are_refused() -> None:
         w4a16_matmul(x, packed, scale[:, :1].contiguous(), 32)
     with pytest.raises(ValueError, match="group_size"):
         w4a16_matmul(x, packed, scale, 48)
+    with pytest.raises(ValueError, match="zero_point"):
+        w4a16_matmul(x, packed, scale, 32, zero_point=torch.zeros(32, 2, dtype=torch.int32))
+    with pytest.raises(ValueError, match="out"):
+        w4a16_matmul(x, packed, scale, 32, out=poisoned(2, 16, dtype=torch.bfloat16))

@@ -1,0 +1,127 @@
+"""End-to-end greedy decoding tokens/s of a randomly initialised Llama-3-8B-shaped model: bf16 against the same
+model with every decoder Linear on one of Shrinkray's kernels (lm_head stays bf16, as the presets leave it).
+
+The weights are random and quantized by round-to-nearest here (only shapes and formats matter for speed).
+Decoding uses a static KV cache and a CUDA graph per step (kernels/decoding.py), the way serving engines run,
+so launch overhead does not hide the kernels. Run on a GPU:
+    python bench/decode_speed.py                      # w4a16, batch 1 and 16
+    python bench/decode_speed.py --schemes w4a16,w8a8-int8,w8a8-fp8,2of4 --layers 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from bench.gptq_speed import LLAMA3_8B, TINY, random_model
+from compress.float8 import quantize_fp8_weight
+from compress.methods.masks import nm_mask
+from compress.quantize import quantize_weight
+from kernels.decoding import measure_decode_speed
+from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
+
+TARGET_SPEEDUP_BATCH1 = 2.5  # W4A16 over bf16, from the issue
+
+
+def compressed_linear(linear: nn.Linear, scheme: str) -> nn.Module:
+    """The kernel module for `scheme`, made by round-to-nearest from a dense Linear."""
+    weight = linear.weight.detach()
+    if scheme == "w4a16":
+        codes, scale, _ = quantize_weight(weight, 4, 128, True, torch.bfloat16)
+        return Int4Linear(codes, scale, 128)
+    if scheme in ("w8a8-int8", "w8a16-int8"):
+        codes, scale, _ = quantize_weight(weight, 8, None, True, torch.bfloat16)
+        return Int8Linear(codes, scale, scheme == "w8a8-int8")
+    if scheme in ("w8a8-fp8", "w8a16-fp8"):
+        codes, scale = quantize_fp8_weight(weight)
+        return Int8Linear(codes, scale, scheme == "w8a8-fp8")
+    if scheme == "2of4":
+        return Sparse24Linear(weight * ~nm_mask(weight.abs().float(), 2, 4))
+    if scheme == "2of4-w4a16":
+        pruned = weight * ~nm_mask(weight.abs().float(), 2, 4)
+        codes, scale, _ = quantize_weight(pruned, 4, 128, True, torch.bfloat16)
+        return Sparse24Linear(codes, scale=scale, group_size=128)
+    raise ValueError(f"unknown scheme {scheme}")
+
+
+def swap(model: nn.Module, replacements: dict[str, nn.Module]) -> dict[str, nn.Module]:
+    """Put `replacements` in place by qualified name; returns what they replaced."""
+    previous = {}
+    for name, module in replacements.items():
+        parent, _, child = name.rpartition(".")
+        owner = model.get_submodule(parent)
+        previous[name] = getattr(owner, child)
+        setattr(owner, child, module)
+    return previous
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--schemes", default="w4a16")
+    parser.add_argument("--batches", default="1,16")
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=128)
+    parser.add_argument("--layers", type=int, help="decoder layers (default 32)")
+    parser.add_argument("--tiny", action="store_true", help="a small model (CPU smoke run)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    shape = dict(TINY if args.tiny else LLAMA3_8B)
+    if args.layers:
+        shape["num_hidden_layers"] = args.layers
+    batches = [int(b) for b in args.batches.split(",")]
+    model = random_model(shape, fill_on=device).to(device)
+    targets = {name: module for name, module in model.named_modules()
+               if isinstance(module, nn.Linear) and name != "lm_head"}
+
+    rows = []
+
+    def measure(scheme: str) -> None:
+        for batch in batches:
+            speed = measure_decode_speed(model, batch, args.prompt_tokens, args.new_tokens)
+            rows.append({"scheme": scheme, **speed.as_dict()})
+            print(f"{scheme:<12} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  {speed.ms_per_step:7.3f} ms/step"
+                  f"  graph={speed.cuda_graph} {speed.note}", flush=True)
+
+    measure("bf16")
+    for scheme in args.schemes.split(","):
+        started = time.perf_counter()
+        with torch.no_grad():
+            replaced = swap(model, {name: compressed_linear(linear, scheme) for name, linear in targets.items()})
+        print(f"{scheme}: converted {len(replaced)} Linears in {time.perf_counter() - started:.1f} s", flush=True)
+        measure(scheme)
+        swap(model, replaced)
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+
+    base = {row["batch"]: row["tokens_per_s"] for row in rows if row["scheme"] == "bf16"}
+    print(f"\n{'scheme':<12} {'batch':>5} {'tok/s':>10} {'vs bf16':>8} {'target':>8}")
+    for row in rows:
+        row["speedup_vs_bf16"] = row["tokens_per_s"] / base[row["batch"]]
+        target = TARGET_SPEEDUP_BATCH1 if row["scheme"] == "w4a16" and row["batch"] == 1 else None
+        row["target_speedup"] = target
+        print(f"{row['scheme']:<12} {row['batch']:>5} {row['tokens_per_s']:>10.1f} {row['speedup_vs_bf16']:>7.2f}x "
+              f"{(f'{target}x' if target else '-'):>8}")
+    result = {
+        "benchmark": "decode_speed",
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "shape": shape,
+        "protocol": f"greedy, random prompt of {args.prompt_tokens} tokens, {args.new_tokens} new tokens, static "
+                    "KV cache, one CUDA graph per decode step, median of 3, prefill excluded",
+        "rows": rows,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"decode_speed-{device.type}-{'tiny-' if args.tiny else ''}{result['date'][:10]}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

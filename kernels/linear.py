@@ -1,0 +1,127 @@
+"""Linear layers that run on compressed weights, one class per kernel. Each builds its kernel layout once from
+the tensors a compressed-tensors checkpoint holds, runs the Triton kernel on CUDA (or in Triton's interpreter,
+as in CI) and otherwise its plain-torch reference, so a loaded model works anywhere and is fast on a GPU."""
+
+from __future__ import annotations
+
+import torch
+from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+from torch import nn
+
+from kernels.act_quant import quantize_per_token, quantize_per_token_reference
+from kernels.sparse24 import compress_24, sparse24_matmul, sparse24_reference
+from kernels.triton_support import interpreted, triton_available
+from kernels.w4a16 import dequantize_int4, w4a16_matmul
+from kernels.w8a8 import scaled_matmul, scaled_matmul_reference
+
+
+def _use_kernel(x: torch.Tensor) -> bool:
+    return triton_available() and (x.is_cuda or interpreted())
+
+
+def _optional_buffer(module: nn.Module, name: str, value: torch.Tensor | None) -> None:
+    module.register_buffer(name, value.contiguous() if value is not None else None)
+
+
+class CompressedLinear(nn.Module):
+    """Flattens leading dimensions, runs `_matmul` on [M, K] and restores them; `kernel` names what runs."""
+
+    kernel = "dense"
+
+    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        _optional_buffer(self, "bias", bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x2 = x.reshape(-1, self.in_features)
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        return self._matmul(x2).view(*x.shape[:-1], self.out_features)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
+
+
+class Int4Linear(CompressedLinear):
+    """W4A16: int4 codes in groups along K with bf16/fp16 scales (and int8 zero points when asymmetric)."""
+
+    kernel = "w4a16"
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, group_size: int,
+                 zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+                 group_index: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
+        """codes int8 [N, K] in [-8, 7]; group_index [K] (act order) maps each input column to its group."""
+        n, k = codes.shape
+        super().__init__(k, n, bias.to(dtype) if bias is not None else None)
+        self.group_size = group_size
+        permutation = None
+        if group_index is not None and not torch.equal(
+                group_index.cpu(), torch.arange(k) // group_size):
+            # act order with dynamic groups: sort the columns by group so every group is contiguous again, and
+            # gather x's columns the same way at run time
+            permutation = torch.argsort(group_index.to(torch.int64), stable=True)
+            codes = codes[:, permutation.to(codes.device)]
+        _optional_buffer(self, "permutation", permutation.to(codes.device) if permutation is not None else None)
+        # the kernel layout [K / 8, N]: eight codes along K per word, words contiguous along N
+        self.register_buffer("packed", pack_to_int32(codes.T.contiguous(), 4, packed_dim=0))
+        self.register_buffer("scale", scale.to(dtype).contiguous())
+        _optional_buffer(self, "zero_point", zero_point.to(torch.int8) if zero_point is not None else None)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if self.permutation is not None:
+            x = x.index_select(-1, self.permutation)
+        if _use_kernel(x):
+            return w4a16_matmul(x, self.packed, self.scale, self.group_size, self.zero_point, self.bias)
+        weight = dequantize_int4(self.packed.T, self.scale, self.group_size, self.in_features, self.zero_point)
+        y = x.float() @ weight.T
+        return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
+
+
+class Int8Linear(CompressedLinear):
+    """8-bit weights (int8 or FP8 E4M3) with per-channel scales; activations either quantized per token
+    to the same type on the fly (W8A8) or kept bf16/fp16 (W8A16)."""
+
+    def __init__(self, weight: torch.Tensor, scale: torch.Tensor, quantize_activations: bool,
+                 bias: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
+        n, k = weight.shape
+        super().__init__(k, n, bias.to(dtype) if bias is not None else None)
+        self.quantize_activations = quantize_activations
+        self.kernel = f"{'w8a8' if quantize_activations else 'w8a16'}-{'int8' if weight.dtype == torch.int8 else 'fp8'}"
+        self.register_buffer("weight", weight.contiguous())
+        self.register_buffer("weight_scale", scale.float().reshape(-1).expand(n).contiguous())
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        kernel = _use_kernel(x)
+        codes, scales = x, None
+        if self.quantize_activations:
+            quantize = quantize_per_token if kernel else quantize_per_token_reference
+            codes, scales = quantize(x, self.weight.dtype)
+        if kernel:
+            return scaled_matmul(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
+        return scaled_matmul_reference(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
+
+
+class Sparse24Linear(CompressedLinear):
+    """2:4 sparse weights stored compressed: bf16/fp16 values, or int4 codes with group scales."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                 group_size: int = 0, dtype: torch.dtype = torch.bfloat16) -> None:
+        """weight: the dense [N, K] weight, or with `scale` its int8 codes in [-8, 7] (zeros where pruned)."""
+        n, k = weight.shape
+        super().__init__(k, n, bias.to(dtype) if bias is not None else None)
+        self.group_size = group_size
+        self.kernel = "2:4-w4a16" if scale is not None else "2:4"
+        values, meta = compress_24(weight if scale is not None else weight.to(dtype))
+        self.register_buffer("values", pack_to_int32(values, 4) if scale is not None else values)
+        self.register_buffer("meta", meta)
+        _optional_buffer(self, "scale", scale.to(dtype) if scale is not None else None)
+
+    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+        if _use_kernel(x):
+            return sparse24_matmul(x, self.values, self.meta, self.scale, self.group_size, self.bias)
+        return sparse24_reference(x, self.values, self.meta, self.scale, self.group_size, self.bias)

@@ -1,0 +1,204 @@
+"""2:4 sparse matmuls on compressed storage: of every four weights along K only the two kept ones are stored,
+with 4 bits of positions per group, and the kernel rebuilds the dense tile in registers before a dense
+tensor-core dot. What is saved is HBM traffic: bf16 weights drop from 16 to 9 bits each, int4 weights from
+4 to 3 bits (plus scales), which is what decoding and medium batches are bound by.
+
+compress/ writes 2:4 models densely, zeros included (compressed-tensors 0.20 writes no sparse formats), so
+the layout here is built at load time by `compress_24` from the dense (or int4-coded) weight.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.triton_support import interpreted, require_triton, triton
+from kernels.w4a16 import unpack_int4
+
+if triton is not None:
+    import triton.language as tl
+
+GROUPS_PER_WORD = 8  # 4-bit position pairs per int32 of metadata, i.e. 32 weights of K
+
+
+def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values [N, K / 2], meta int32 [N, K / 32]) of a [N, K] weight with at most two nonzeros in every
+    group of four along K; each group's nibble is p0 | p1 << 2 with p0 < p1 the stored positions."""
+    n, k = weight.shape
+    if k % 32:
+        raise ValueError(f"K={k} must be a multiple of 32 for 2:4 storage")
+    groups = weight.reshape(n, k // 4, 4)
+    nonzero = groups != 0
+    if (nonzero.sum(-1) > 2).any():
+        raise ValueError("weight is not 2:4 sparse: some group of four along K has more than two nonzeros")
+    # keep the nonzeros, then the lowest free positions, in ascending order
+    rank = nonzero.to(torch.int32) * 8 - torch.arange(4, device=weight.device, dtype=torch.int32)
+    positions = rank.topk(2, dim=-1).indices.sort(dim=-1).values
+    values = groups.gather(-1, positions).reshape(n, k // 2)
+    nibbles = (positions[..., 0] | (positions[..., 1] << 2)).to(torch.int32)
+    shifts = torch.arange(0, 32, 4, device=weight.device, dtype=torch.int32)
+    meta = (nibbles.reshape(n, k // 32, GROUPS_PER_WORD) << shifts).sum(-1, dtype=torch.int32)
+    return values.contiguous(), meta.contiguous()
+
+
+def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+    """The dense [N, K] weight back from compress_24's storage."""
+    n, half = values.shape
+    shifts = torch.arange(0, 32, 4, device=meta.device, dtype=torch.int32)
+    nibbles = ((meta.unsqueeze(-1) >> shifts) & 0xF).reshape(n, half // 2)
+    positions = torch.stack([nibbles & 3, nibbles >> 2], dim=-1).long()
+    dense = torch.zeros(n, half // 2, 4, device=values.device, dtype=values.dtype)
+    dense.scatter_(-1, positions, values.reshape(n, half // 2, 2))
+    return dense.reshape(n, 2 * half)
+
+
+def sparse24_reference(
+    x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
+    scale: torch.Tensor | None = None, group_size: int = 0, bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """fp32 x @ denseᵀ, dense rebuilt from the storage; with `scale`, values are int4 codes packed eight per
+    int32 ([N, K / 16]) and dequantized per group of `group_size` input columns. Returns x's dtype."""
+    if scale is None:
+        weight = decompress_24(values, meta).float()
+    else:
+        codes = unpack_int4(values, 8 * values.shape[1])
+        weight = decompress_24(codes, meta).float() * scale.float().repeat_interleave(group_size, dim=1)
+    y = x.float() @ weight.T
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(x.dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _sparse24_kernel(
+        x_ptr, values_ptr, meta_ptr, scale_ptr, bias_ptr, out_ptr,
+        M, N, K, stride_xm, stride_vn, stride_mn, stride_sn, stride_om,
+        M_BUCKET: tl.constexpr, INT4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
+        UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        SPLIT_K: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        split = tl.program_id(1)
+        tiles_n = tl.cdiv(N, BLOCK_N)
+        rows = (pid // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = (pid % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < M
+        col_ok = cols < N
+        groups = tl.arange(0, BLOCK_K // 4)
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :], mask=row_ok[:, None] & (ks < K)[None, :],
+                        other=0.0)
+            if INT4:  # two kept codes per group, eight codes per int32 word
+                word_cols = k0 // 16 + tl.arange(0, BLOCK_K // 16)
+                words = tl.load(values_ptr + cols[:, None] * stride_vn + word_cols[None, :], mask=col_ok[:, None],
+                                other=0)
+                nibbles = (words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & 0xF
+                kept = tl.reshape(nibbles, (BLOCK_N, BLOCK_K // 2)) - 8
+                kept = kept.to(tl.float32) if UPCAST else kept.to(x_ptr.dtype.element_ty)
+            else:
+                kept = tl.load(values_ptr + cols[:, None] * stride_vn + k0 // 2 + tl.arange(0, BLOCK_K // 2)[None, :],
+                               mask=col_ok[:, None], other=0.0)
+            first, second = tl.split(tl.reshape(kept, (BLOCK_N, BLOCK_K // 4, 2)))
+            word = tl.load(meta_ptr + cols[:, None] * stride_mn + k0 // 32 + (groups // 8)[None, :],
+                           mask=col_ok[:, None], other=0)
+            nibble = (word >> ((groups % 8) * 4)[None, :]) & 0xF
+            p0 = nibble & 3
+            p1 = nibble >> 2
+            zero = tl.zeros_like(first)
+            d0 = tl.where(p0 == 0, first, zero)
+            d1 = tl.where(p0 == 1, first, tl.where(p1 == 1, second, zero))
+            d2 = tl.where(p0 == 2, first, tl.where(p1 == 2, second, zero))
+            d3 = tl.where(p1 == 3, second, zero)
+            # join(join(d0, d2), join(d1, d3)) is [BN, BK / 4, 2, 2] holding d0, d1, d2, d3 in row-major order
+            dense = tl.reshape(tl.join(tl.join(d0, d2), tl.join(d1, d3)), (BLOCK_N, BLOCK_K))
+            if UPCAST:  # Triton's interpreter mishandles bf16 dots; it checks the logic in fp32
+                partial = tl.dot(x.to(tl.float32), tl.trans(dense.to(tl.float32)))
+            else:
+                partial = tl.dot(x, tl.trans(dense))
+            if INT4:  # BLOCK_K divides GROUP_SIZE: one scale per output column for the whole block
+                scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
+                partial = partial * scale.to(tl.float32)[None, :]
+            acc += partial
+        if HAS_BIAS:
+            if split == 0:
+                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        out = out_ptr + rows[:, None] * stride_om + cols[None, :]
+        mask = row_ok[:, None] & col_ok[None, :]
+        if SPLIT_K == 1:
+            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.atomic_add(out, acc, mask=mask)
+
+    _CONFIGS = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w, num_stages=st)
+        for m, n, k, s, w, st in [
+            (16, 64, 128, 1, 4, 4), (16, 64, 128, 4, 4, 4), (16, 128, 128, 2, 4, 4), (16, 32, 128, 8, 4, 4),
+            (16, 64, 64, 8, 4, 4), (32, 64, 128, 2, 4, 4), (32, 128, 64, 1, 4, 4),
+            (64, 64, 128, 1, 4, 4), (64, 128, 64, 1, 4, 4), (64, 128, 128, 1, 8, 3), (128, 128, 64, 1, 8, 3),
+            (128, 256, 64, 1, 8, 3), (64, 256, 64, 1, 8, 3),
+        ]
+    ]
+
+    def _prune(configs: list, named_args: dict, **kwargs: object) -> list:
+        """BLOCK_K must divide the int4 group size; tiles taller than the (bucketed) M only waste tensor cores."""
+        given = {**named_args, **kwargs}
+        group_size, m_bucket = int(given["GROUP_SIZE"]), int(given["M_BUCKET"])
+        kept = [c for c in configs if c.kwargs["BLOCK_M"] <= m_bucket
+                and (not given["INT4"] or group_size % c.kwargs["BLOCK_K"] == 0)]
+        return kept or configs[:1]
+
+    _sparse24_autotuned = triton.autotune(
+        configs=_CONFIGS, key=["M_BUCKET", "N", "K", "INT4", "GROUP_SIZE"],
+        prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["out_ptr"],
+    )(_sparse24_kernel)
+
+
+def sparse24_matmul(
+    x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, scale: torch.Tensor | None = None,
+    group_size: int = 0, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """x [M, K] bf16/fp16 times a 2:4 weight: values [N, K / 2] in x's dtype, or with `scale` [N, K / group_size]
+    int4 codes packed eight per int32 along K
+    (compressed-tensors' packing, [N, K / 16]); meta int32 [N, K / 32] from compress_24."""
+    require_triton()
+    if x.dtype not in (torch.bfloat16, torch.float16) or x.dim() != 2 or x.stride(-1) != 1:
+        raise ValueError(f"x must be a row-major 2-D bf16 or fp16 tensor, got {x.dtype} {tuple(x.shape)}")
+    m, k = x.shape
+    n = meta.shape[0]
+    int4 = scale is not None
+    if k % 32 or meta.shape != (n, k // 32) or meta.dtype != torch.int32:
+        raise ValueError(f"meta must be int32 [N, {k // 32}] and K={k} a multiple of 32")
+    expected = ((n, k // 16), torch.int32) if int4 else ((n, k // 2), x.dtype)
+    if (tuple(values.shape), values.dtype) != expected or values.stride(-1) != 1:
+        raise ValueError(f"values must be row-major {expected[1]} {list(expected[0])}, got {values.dtype} "
+                         f"{list(values.shape)}")
+    if int4 and (not group_size or k % group_size or group_size % 32 or scale.shape != (n, k // group_size)):
+        raise ValueError(f"scale must be [{n}, K / group_size] with group_size a multiple of 32 dividing K={k}")
+    if bias is not None and bias.shape != (n,):
+        raise ValueError(f"bias must be [{n}]")
+    if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or out.stride(-1) != 1):
+        raise ValueError(f"out must be a row-major [{m}, {n}] {x.dtype} tensor")
+    split_k = (config or {}).get("SPLIT_K", 1)
+    accumulate = config is None or split_k > 1
+    target = torch.zeros(m, n, device=x.device, dtype=torch.float32) if accumulate else (
+        out if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype))
+
+    def grid(meta_args: dict) -> tuple[int, int]:
+        return (triton.cdiv(m, meta_args["BLOCK_M"]) * triton.cdiv(n, meta_args["BLOCK_N"]), meta_args["SPLIT_K"])
+
+    args = (x, values, meta, scale if int4 else meta, bias if bias is not None else meta, target, m, n, k,
+            x.stride(0), values.stride(0), meta.stride(0), scale.stride(0) if int4 else 0, target.stride(0))
+    flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "INT4": int4, "GROUP_SIZE": group_size or 32,
+             "HAS_BIAS": bias is not None}
+    if config is None and x.is_cuda:
+        _sparse24_autotuned[grid](*args, **flags, UPCAST=False)
+    else:
+        config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **(config or {})}
+        _sparse24_kernel[grid(config)](*args, **flags, UPCAST=interpreted(), **config)
+    if target is out or (out is None and target.dtype == x.dtype):
+        return target
+    return target.to(x.dtype) if out is None else out.copy_(target)

@@ -1,0 +1,24 @@
+"""What every launcher needs to know about Triton here: whether it is installed and whether kernels run in its
+CPU interpreter (TRITON_INTERPRET=1, as in CI), where some dtypes must be widened before a dot."""
+
+from __future__ import annotations
+
+import os
+
+try:
+    import triton
+except ImportError:  # CPU-only installs: modules fall back to their plain-torch references
+    triton = None
+
+
+def triton_available() -> bool:
+    return triton is not None
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def require_triton() -> None:
+    if triton is None:
+        raise RuntimeError("triton is not installed")

@@ -1,0 +1,162 @@
+"""8-bit weight matmuls: y = (x_codes · W_codesᵀ) * x_scale[m] * w_scale[n], the scales applied once in the
+epilogue to the int32 (int8) or fp32 (FP8) accumulator, so the tensor cores run on 8-bit operands.
+
+The weight stays in the checkpoint's layout, [N, K] row-major: that is K-major for the second operand, which
+Hopper's 8-bit tensor-core instructions require. With bf16/fp16 activations (weight-only W8A16) the 8-bit
+tile is widened to the activation dtype in registers and only the weight's bytes cross HBM.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.triton_support import interpreted, require_triton, triton
+
+if triton is not None:
+    import triton.language as tl
+
+WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
+ACTIVATION_DTYPES = (torch.int8, torch.float8_e4m3fn, torch.bfloat16, torch.float16)
+
+
+def scaled_matmul_reference(
+    x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, w_scale: torch.Tensor,
+    out_dtype: torch.dtype, bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """fp32 (x * x_scale) @ (weight * w_scale)ᵀ (+ bias), cast to out_dtype."""
+    xs = x.float() if x_scale is None else x.float() * x_scale.float()[:, None]
+    y = xs @ (weight.float() * w_scale.float()[:, None]).T
+    if bias is not None:
+        y = y + bias.float()
+    return y.to(out_dtype)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _scaled_matmul_kernel(
+        x_ptr, xs_ptr, w_ptr, ws_ptr, bias_ptr, out_ptr,
+        M, N, K, stride_xm, stride_wn, stride_om,
+        M_BUCKET: tl.constexpr, HAS_X_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+        GROUP_M: tl.constexpr,
+    ):
+        pid = tl.program_id(0)
+        split = tl.program_id(1)
+        # grouped tile order: consecutive programs share weight tiles while they are still in L2
+        tiles_m = tl.cdiv(M, BLOCK_M)
+        tiles_n = tl.cdiv(N, BLOCK_N)
+        per_group = GROUP_M * tiles_n
+        first_m = (pid // per_group) * GROUP_M
+        group_rows = min(tiles_m - first_m, GROUP_M)
+        tile_m = first_m + (pid % per_group) % group_rows
+        tile_n = (pid % per_group) // group_rows
+        rows = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+        cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        row_ok = rows < M
+        col_ok = cols < N
+        if UPCAST or x_ptr.dtype.element_ty == tl.float8e4nv:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        elif x_ptr.dtype.element_ty == tl.int8:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+        else:
+            acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
+            ks = k0 + tl.arange(0, BLOCK_K)
+            k_ok = ks < K
+            x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
+                        other=0.0)
+            w = tl.load(w_ptr + cols[:, None] * stride_wn + ks[None, :], mask=col_ok[:, None] & k_ok[None, :],
+                        other=0.0)
+            if UPCAST:  # the interpreter's dots are checked in fp32 (exact for these small integer products)
+                acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+            elif x_ptr.dtype.element_ty == w_ptr.dtype.element_ty:
+                acc += tl.dot(x, tl.trans(w))
+            else:  # weight-only: widen the 8-bit weight tile to the activation dtype
+                acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
+        y = acc.to(tl.float32) * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[None, :]
+        if HAS_X_SCALE:
+            y = y * tl.load(xs_ptr + rows, mask=row_ok, other=0.0)[:, None]
+        if HAS_BIAS:
+            if split == 0:
+                y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+        out = out_ptr + rows[:, None] * stride_om + cols[None, :]
+        mask = row_ok[:, None] & col_ok[None, :]
+        if SPLIT_K == 1:
+            tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask)
+        else:
+            tl.atomic_add(out, y, mask=mask)
+
+    _CONFIGS = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "GROUP_M": 8},
+                      num_warps=w, num_stages=st)
+        for m, n, k, s, w, st in [
+            (16, 64, 256, 1, 4, 4), (16, 64, 256, 2, 4, 4), (16, 128, 128, 4, 4, 4), (16, 64, 128, 8, 4, 4),
+            (16, 128, 256, 1, 4, 4), (32, 64, 256, 2, 4, 4), (32, 128, 128, 1, 4, 4),
+            (64, 64, 128, 1, 4, 4), (64, 128, 128, 1, 4, 4), (64, 128, 128, 2, 4, 4), (64, 256, 128, 1, 8, 3),
+            (128, 128, 128, 1, 8, 3), (128, 256, 128, 1, 8, 3), (128, 128, 64, 1, 4, 4),
+        ]
+    ]
+
+    def _prune(configs: list, named_args: dict, **kwargs: object) -> list:
+        """Tiles taller than the (bucketed) M only waste the tensor cores."""
+        m_bucket = int({**named_args, **kwargs}["M_BUCKET"])
+        return [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m_bucket)] or configs[:1]
+
+    _scaled_matmul_autotuned = triton.autotune(
+        configs=_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune},
+        reset_to_zero=["out_ptr"],
+    )(_scaled_matmul_kernel)
+
+
+def scaled_matmul(
+    x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, w_scale: torch.Tensor,
+    out_dtype: torch.dtype = torch.bfloat16, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
+    config: dict | None = None,
+) -> torch.Tensor:
+    """x [M, K] codes (int8/FP8, with fp32 per-row x_scale [M]) or bf16/fp16 (x_scale None) times the 8-bit
+    weight [N, K] with fp32 per-channel w_scale [N]; out [M, N] in out_dtype. `config` pins a tile (tests)."""
+    require_triton()
+    if weight.dtype not in WEIGHT_DTYPES or weight.dim() != 2 or weight.stride(-1) != 1:
+        raise ValueError(f"weight must be a row-major int8 or float8_e4m3fn [N, K] tensor, got {weight.dtype}")
+    if x.dtype not in ACTIVATION_DTYPES or x.dim() != 2 or x.stride(-1) != 1:
+        raise ValueError(f"x must be a row-major 2-D int8, float8_e4m3fn, bf16 or fp16 tensor, got {x.dtype}")
+    quantized_x = x.dtype in WEIGHT_DTYPES
+    if quantized_x and x.dtype != weight.dtype:
+        raise ValueError(f"x codes ({x.dtype}) and weight ({weight.dtype}) must be the same 8-bit type")
+    if quantized_x != (x_scale is not None):
+        raise ValueError("x_scale is required with 8-bit x and must be None with bf16/fp16 x")
+    m, k = x.shape
+    n = weight.shape[0]
+    if weight.shape[1] != k:
+        raise ValueError(f"x has K={k} but weight is {tuple(weight.shape)}")
+    if w_scale.shape != (n,) or w_scale.dtype != torch.float32:
+        raise ValueError(f"w_scale must be fp32 [{n}], got {w_scale.dtype} {tuple(w_scale.shape)}")
+    if x_scale is not None and (x_scale.shape != (m,) or x_scale.dtype != torch.float32):
+        raise ValueError(f"x_scale must be fp32 [{m}]")
+    if bias is not None and bias.shape != (n,):
+        raise ValueError(f"bias must be [{n}]")
+    if out is not None and (out.shape != (m, n) or out.dtype != out_dtype or out.stride(-1) != 1):
+        raise ValueError(f"out must be a row-major [{m}, {n}] {out_dtype} tensor")
+    split_k = (config or {}).get("SPLIT_K", 1)
+    accumulate = config is None or split_k > 1  # split-K programs add fp32 partial sums into one buffer
+    target = torch.zeros(m, n, device=x.device, dtype=torch.float32) if accumulate else (
+        out if out is not None else torch.empty(m, n, device=x.device, dtype=out_dtype))
+
+    def grid(meta: dict) -> tuple[int, int]:
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
+
+    args = (x, x_scale if x_scale is not None else w_scale, weight, w_scale, bias if bias is not None else w_scale,
+            target, m, n, k, x.stride(0), weight.stride(0), target.stride(0))
+    flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "HAS_X_SCALE": quantized_x,
+             "HAS_BIAS": bias is not None}
+    if config is None and x.is_cuda:
+        _scaled_matmul_autotuned[grid](*args, **flags, UPCAST=False)
+    else:
+        config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "GROUP_M": 4, **(config or {})}
+        _scaled_matmul_kernel[grid(config)](*args, **flags, UPCAST=interpreted(), **config)
+    if target.dtype == out_dtype and (out is None or target is out):
+        return target
+    if out is None:
+        return target.to(out_dtype)
+    return out.copy_(target)

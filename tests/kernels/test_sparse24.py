@@ -1,0 +1,87 @@
+"""2:4 compressed storage and the sparse kernels (bf16 values and int4 codes) against dense references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
+
+from compress.methods.masks import nm_mask
+from compress.quantize import quantize_weight
+from kernels.sparse24 import compress_24, decompress_24, sparse24_matmul, sparse24_reference
+from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
+
+
+def _pruned(n: int, k: int, seed: int) -> torch.Tensor:
+    """A [N, K] bf16 weight pruned 2:4 by magnitude, with some groups emptier than 2:4 requires."""
+    weight = randn(n, k, seed=seed, dtype=torch.float32, scale=0.05).cpu()
+    weight = weight * ~nm_mask(weight.abs(), 2, 4)
+    weight[0, :4] = torch.tensor([0.0, 0.0, 0.0, 0.5])
+    weight[1, 4:8] = 0.0
+    return weight.to(torch.bfloat16)
+
+
+def test_storage_round_trips_and_keeps_half_the_values() -> None:
+    weight = _pruned(24, 96, seed=0)
+    values, meta = compress_24(weight)
+    assert values.shape == (24, 48) and meta.shape == (24, 3) and meta.dtype == torch.int32
+    assert torch.equal(decompress_24(values, meta), weight)
+
+
+def test_a_weight_that_is_not_2_of_4_is_refused() -> None:
+    weight = _pruned(8, 64, seed=1)
+    weight[3, 8:11] = 1.0
+    with pytest.raises(ValueError, match="not 2:4"):
+        compress_24(weight)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        compress_24(weight[:, :48])
+
+
+@pytest.mark.parametrize(("m", "n", "k", "config"), [
+    (1, 40, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}),
+    (7, 33, 96, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3}),
+    (35, 48, 128, {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 1}),
+])
+def test_bf16_kernel_matches_the_dense_matmul(m: int, n: int, k: int, config: dict) -> None:
+    weight = _pruned(n, k, seed=n + k)
+    values, meta = (t.to(DEVICE) for t in compress_24(weight))
+    x = randn(m, k, seed=m)
+    bias = randn(n, seed=k)
+    out = poisoned(m, n, dtype=torch.bfloat16)
+    got = sparse24_matmul(x, values, meta, bias=bias, out=out, config=config)
+    assert got.data_ptr() == out.data_ptr() and torch.isfinite(got).all()
+    expected = x.float() @ weight.to(DEVICE).float().T + bias.float()
+    assert relative_error(got, expected) < 1e-2
+    assert relative_error(sparse24_reference(x, values, meta, bias=bias), expected) < 1e-2
+
+
+@pytest.mark.parametrize(("m", "n", "k", "group_size", "config"), [
+    (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}),
+    (9, 24, 256, 128, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 2}),
+])
+def test_int4_kernel_matches_the_dequantized_matmul(m: int, n: int, k: int, group_size: int, config: dict) -> None:
+    pruned = _pruned(n, k, seed=n).float()
+    codes, scale, _ = quantize_weight(pruned, 4, group_size, True, torch.bfloat16)
+    kept, meta = compress_24(codes)
+    packed, meta, scale = pack_to_int32(kept, 4).to(DEVICE), meta.to(DEVICE), scale.to(torch.bfloat16).to(DEVICE)
+    x = randn(m, k, seed=k)
+    out = poisoned(m, n, dtype=torch.bfloat16)
+    got = sparse24_matmul(x, packed, meta, scale, group_size, out=out, config=config)
+    dequantized = codes.float().to(DEVICE) * scale.float().repeat_interleave(group_size, dim=1)
+    expected = x.float() @ dequantized.T
+    assert torch.isfinite(got).all() and relative_error(got, expected) < 1e-2
+    assert relative_error(sparse24_reference(x, packed, meta, scale, group_size), expected) < 1e-2
+
+
+def test_bad_arguments_are_refused() -> None:
+    values, meta = (t.to(DEVICE) for t in compress_24(_pruned(32, 64, seed=2)))
+    x = randn(2, 64, seed=0)
+    with pytest.raises(ValueError, match="bf16 or fp16"):
+        sparse24_matmul(x.float(), values, meta)
+    with pytest.raises(ValueError, match="meta"):
+        sparse24_matmul(x, values, meta[:, :1].contiguous())
+    with pytest.raises(ValueError, match="values"):
+        sparse24_matmul(x, values.float(), meta)
+    with pytest.raises(ValueError, match="scale"):
+        sparse24_matmul(x, pack_to_int32(torch.zeros(32, 32, dtype=torch.int8), 4).to(DEVICE), meta,
+                        scale=torch.ones(32, 1, device=DEVICE), group_size=48)

@@ -1,0 +1,78 @@
+"""The 8-bit weight matmuls (int8 and FP8; W8A8 and weight-only) against the fp32 reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.float8 import quantize_fp8_weight
+from compress.quantize import quantize_weight
+from kernels.act_quant import quantize_per_token
+from kernels.w8a8 import scaled_matmul, scaled_matmul_reference
+from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
+
+
+def _weight(dtype: torch.dtype, n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes [N, K] and fp32 per-channel scales [N] as compress/ makes them."""
+    weight = randn(n, k, seed=seed, dtype=torch.float32, scale=0.05).cpu()
+    if dtype == torch.int8:
+        codes, scale, _ = quantize_weight(weight, 8, None, True, torch.bfloat16)
+    else:
+        codes, scale = quantize_fp8_weight(weight)
+    return codes.to(DEVICE), scale.reshape(-1).float().to(DEVICE)
+
+
+CONFIGS = [
+    {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "GROUP_M": 4},
+    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3, "GROUP_M": 2},
+    {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 1, "GROUP_M": 1},
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.float8_e4m3fn])
+@pytest.mark.parametrize("quantized_activations", [True, False])
+@pytest.mark.parametrize(("m", "n", "k", "config"), [
+    (1, 40, 64, CONFIGS[0]), (7, 33, 96, CONFIGS[1]), (35, 48, 160, CONFIGS[2]), (18, 64, 100, CONFIGS[0]),
+])
+def test_kernel_matches_the_reference(dtype, quantized_activations, m, n, k, config) -> None:  # type: ignore[no-untyped-def]
+    codes, scale = _weight(dtype, n, k, seed=n + k)
+    x = randn(m, k, seed=m + k)
+    bias = randn(n, seed=n)
+    if quantized_activations:
+        x_in, x_scale = quantize_per_token(x, dtype)
+    else:
+        x_in, x_scale = x, None
+    out = poisoned(m, n, dtype=torch.bfloat16)
+    got = scaled_matmul(x_in, x_scale, codes, scale, torch.bfloat16, bias, out=out, config=config)
+    assert got.data_ptr() == out.data_ptr() and torch.isfinite(got).all()
+    expected = scaled_matmul_reference(x_in, x_scale, codes, scale, torch.float32, bias)
+    assert relative_error(got, expected) < 1e-2
+    # and the quantized product stays close to the unquantized one
+    dense = x.float() @ (codes.float() * scale[:, None]).T + bias.float()
+    assert relative_error(got, dense) < (6e-2 if dtype == torch.float8_e4m3fn and quantized_activations else 2e-2)
+
+
+def test_fp16_output_and_no_bias() -> None:
+    codes, scale = _weight(torch.int8, 32, 64, seed=1)
+    x = randn(3, 64, seed=2, dtype=torch.float16)
+    got = scaled_matmul(x, None, codes, scale, torch.float16, config=CONFIGS[0])
+    assert got.dtype == torch.float16
+    assert relative_error(got, scaled_matmul_reference(x, None, codes, scale, torch.float32)) < 1e-2
+
+
+def test_bad_arguments_are_refused() -> None:
+    codes, scale = _weight(torch.int8, 32, 64, seed=0)
+    x = randn(2, 64, seed=0)
+    xq, xs = quantize_per_token(x, torch.int8)
+    with pytest.raises(ValueError, match="weight"):
+        scaled_matmul(x, None, codes.float(), scale)
+    with pytest.raises(ValueError, match="same 8-bit type"):
+        scaled_matmul(xq.float().to(torch.float8_e4m3fn), xs, codes, scale)
+    with pytest.raises(ValueError, match="x_scale"):
+        scaled_matmul(xq, None, codes, scale)
+    with pytest.raises(ValueError, match="w_scale"):
+        scaled_matmul(xq, xs, codes, scale[:-1])
+    with pytest.raises(ValueError, match="K="):
+        scaled_matmul(x[:, :32].contiguous(), None, codes, scale)
+    with pytest.raises(ValueError, match="out"):
+        scaled_matmul(xq, xs, codes, scale, out=poisoned(2, 31, dtype=torch.bfloat16))
