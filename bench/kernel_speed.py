@@ -25,7 +25,7 @@ from compress.float8 import quantize_fp8_weight
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
 from kernels.act_quant import quantize_per_token
-from kernels.sparse24 import compress_24, sparse24_matmul
+from kernels.sparse24 import compress_24, sparse24_matmul, to_kernel_layout_24
 from kernels.w4a16 import w4a16_matmul
 from kernels.w8a8 import scaled_matmul
 
@@ -129,16 +129,14 @@ class Layer:
         else:
             pruned = _pruned(weight)
             if kernel == "2of4":
-                values, meta = compress_24(pruned.to(torch.bfloat16))
-                operands = (values, meta)
+                operands = to_kernel_layout_24(*compress_24(pruned.to(torch.bfloat16)))
                 self.dense = pruned.float()
                 self.run = lambda x, ops: sparse24_matmul(x, ops[0], ops[1])
                 self.peer_factory = self._semi_structured_peer(pruned.to(torch.bfloat16))
             else:
                 codes, scale, _ = quantize_weight(pruned, 4, GROUP, True, torch.bfloat16)
-                kept, meta = compress_24(codes)
                 scale = scale.to(torch.bfloat16).contiguous()
-                operands = (pack_to_int32(kept, 4), meta, scale)
+                operands = (*to_kernel_layout_24(*compress_24(codes)), scale)
                 self.dense = codes.float() * scale.float().repeat_interleave(GROUP, 1)
                 self.run = lambda x, ops: sparse24_matmul(x, ops[0], ops[1], ops[2], GROUP)
         self.operands = operands

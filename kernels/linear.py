@@ -9,9 +9,9 @@ from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 from torch import nn
 
 from kernels.act_quant import quantize_per_token, quantize_per_token_reference
-from kernels.sparse24 import compress_24, sparse24_matmul, sparse24_reference
+from kernels.sparse24 import compress_24, sparse24_matmul, sparse24_reference, to_kernel_layout_24
 from kernels.triton_support import interpreted, triton_available
-from kernels.w4a16 import dequantize_int4, w4a16_matmul
+from kernels.w4a16 import dequantize_int4, unpack_int4, w4a16_matmul
 from kernels.w8a8 import scaled_matmul, scaled_matmul_reference
 
 
@@ -116,12 +116,19 @@ class Sparse24Linear(CompressedLinear):
         super().__init__(k, n, bias.to(dtype) if bias is not None else None)
         self.group_size = group_size
         self.kernel = "2:4-w4a16" if scale is not None else "2:4"
-        values, meta = compress_24(weight if scale is not None else weight.to(dtype))
-        self.register_buffer("values", pack_to_int32(values, 4) if scale is not None else values)
+        values, meta = to_kernel_layout_24(*compress_24(weight if scale is not None else weight.to(dtype)))
+        self.register_buffer("values", values)
         self.register_buffer("meta", meta)
         _optional_buffer(self, "scale", scale.to(dtype) if scale is not None else None)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernel(x):
             return sparse24_matmul(x, self.values, self.meta, self.scale, self.group_size, self.bias)
-        return sparse24_reference(x, self.values, self.meta, self.scale, self.group_size, self.bias)
+        return sparse24_reference(x, *self._storage(), self.scale, self.group_size, self.bias)
+
+    def _storage(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """compress_24's [N, ...] layout back from the kernel layout, for the reference path."""
+        meta = self.meta.T.contiguous()
+        if self.scale is None:
+            return self.values.T.contiguous(), meta
+        return unpack_int4(self.values.T.contiguous(), self.in_features // 2), meta

@@ -10,9 +10,9 @@ the layout here is built at load time by `compress_24` from the dense (or int4-c
 from __future__ import annotations
 
 import torch
+from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from kernels.triton_support import interpreted, require_triton, triton
-from kernels.w4a16 import unpack_int4
 
 if triton is not None:
     import triton.language as tl
@@ -51,17 +51,25 @@ def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
     return dense.reshape(n, 2 * half)
 
 
+def to_kernel_layout_24(values: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """compress_24's [N, ...] storage transposed to the kernel's K-major layout: values [K / 2, N] (int8 int4
+    codes are packed eight per int32 along K, [K / 16, N]) and meta [K / 32, N]."""
+    if values.dtype == torch.int8:
+        kernel_values = pack_to_int32(values.T.contiguous(), 4, packed_dim=0)
+    else:
+        kernel_values = values.T.contiguous()
+    return kernel_values, meta.T.contiguous()
+
+
 def sparse24_reference(
     x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor,
     scale: torch.Tensor | None = None, group_size: int = 0, bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """fp32 x @ denseᵀ, dense rebuilt from the storage; with `scale`, values are int4 codes packed eight per
-    int32 ([N, K / 16]) and dequantized per group of `group_size` input columns. Returns x's dtype."""
-    if scale is None:
-        weight = decompress_24(values, meta).float()
-    else:
-        codes = unpack_int4(values, 8 * values.shape[1])
-        weight = decompress_24(codes, meta).float() * scale.float().repeat_interleave(group_size, dim=1)
+    """fp32 x @ denseᵀ on compress_24's storage; with `scale`, values are int8 int4 codes dequantized per group
+    of `group_size` input columns. Returns x's dtype."""
+    weight = decompress_24(values, meta).float()
+    if scale is not None:
+        weight = weight * scale.float().repeat_interleave(group_size, dim=1)
     y = x.float() @ weight.T
     if bias is not None:
         y = y + bias.float()
@@ -73,11 +81,14 @@ if triton is not None:
     @triton.jit
     def _sparse24_kernel(
         x_ptr, values_ptr, meta_ptr, scale_ptr, bias_ptr, out_ptr,
-        M, N, K, stride_xm, stride_vn, stride_mn, stride_sn, stride_om,
+        M, N, K, stride_xm, stride_vk, stride_mk, stride_sn, stride_om,
         M_BUCKET: tl.constexpr, INT4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
         UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
         SPLIT_K: tl.constexpr,
     ):
+        """Kernel layout is K-major like W4A16's: rows of values/meta along K, contiguous along N, so each load
+        of a group's row is coalesced and the rebuilt [BLOCK_K / 4, 4, BLOCK_N] tile reshapes straight into
+        the dot's [BLOCK_K, BLOCK_N] operand."""
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tiles_n = tl.cdiv(N, BLOCK_N)
@@ -86,38 +97,33 @@ if triton is not None:
         row_ok = rows < M
         col_ok = cols < N
         groups = tl.arange(0, BLOCK_K // 4)
+        position = tl.arange(0, 4)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
             ks = k0 + tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :], mask=row_ok[:, None] & (ks < K)[None, :],
                         other=0.0)
-            if INT4:  # two kept codes per group, eight codes per int32 word
-                word_cols = k0 // 16 + tl.arange(0, BLOCK_K // 16)
-                words = tl.load(values_ptr + cols[:, None] * stride_vn + word_cols[None, :], mask=col_ok[:, None],
-                                other=0)
-                nibbles = (words[:, :, None] >> (tl.arange(0, 8) * 4)[None, None, :]) & 0xF
-                kept = tl.reshape(nibbles, (BLOCK_N, BLOCK_K // 2)) - 8
-                kept = kept.to(tl.float32) if UPCAST else kept.to(x_ptr.dtype.element_ty)
+            word = tl.load(meta_ptr + (k0 // 32 + groups // 8)[:, None] * stride_mk + cols[None, :],
+                           mask=col_ok[None, :], other=0)
+            nibble = (word >> ((groups % 8) * 4)[:, None]) & 0xF  # [BLOCK_K / 4, BLOCK_N]
+            if INT4:  # group g keeps codes 2g and 2g + 1: word g // 4, nibbles 2 (g % 4) and 2 (g % 4) + 1
+                packed = tl.load(values_ptr + (k0 // 16 + groups // 4)[:, None] * stride_vk + cols[None, :],
+                                 mask=col_ok[None, :], other=0)
+                shift = ((groups % 4) * 8)[:, None]
+                first = ((packed >> shift) & 0xF) - 8
+                second = ((packed >> (shift + 4)) & 0xF) - 8
             else:
-                kept = tl.load(values_ptr + cols[:, None] * stride_vn + k0 // 2 + tl.arange(0, BLOCK_K // 2)[None, :],
-                               mask=col_ok[:, None], other=0.0)
-            first, second = tl.split(tl.reshape(kept, (BLOCK_N, BLOCK_K // 4, 2)))
-            word = tl.load(meta_ptr + cols[:, None] * stride_mn + k0 // 32 + (groups // 8)[None, :],
-                           mask=col_ok[:, None], other=0)
-            nibble = (word >> ((groups % 8) * 4)[None, :]) & 0xF
-            p0 = nibble & 3
-            p1 = nibble >> 2
-            zero = tl.zeros_like(first)
-            d0 = tl.where(p0 == 0, first, zero)
-            d1 = tl.where(p0 == 1, first, tl.where(p1 == 1, second, zero))
-            d2 = tl.where(p0 == 2, first, tl.where(p1 == 2, second, zero))
-            d3 = tl.where(p1 == 3, second, zero)
-            # join(join(d0, d2), join(d1, d3)) is [BN, BK / 4, 2, 2] holding d0, d1, d2, d3 in row-major order
-            dense = tl.reshape(tl.join(tl.join(d0, d2), tl.join(d1, d3)), (BLOCK_N, BLOCK_K))
+                kept = values_ptr + (k0 // 2 + 2 * groups)[:, None] * stride_vk + cols[None, :]
+                first = tl.load(kept, mask=col_ok[None, :], other=0.0)
+                second = tl.load(kept + stride_vk, mask=col_ok[None, :], other=0.0)
+            p0 = (nibble & 3)[:, None, :] == position[None, :, None]
+            p1 = (nibble >> 2)[:, None, :] == position[None, :, None]
+            dense = tl.where(p0, first[:, None, :], tl.where(p1, second[:, None, :], tl.zeros_like(first)[:, None, :]))
+            dense = tl.reshape(dense, (BLOCK_K, BLOCK_N))
             if UPCAST:  # Triton's interpreter mishandles bf16 dots; it checks the logic in fp32
-                partial = tl.dot(x.to(tl.float32), tl.trans(dense.to(tl.float32)))
+                partial = tl.dot(x.to(tl.float32), dense.to(tl.float32))
             else:
-                partial = tl.dot(x, tl.trans(dense))
+                partial = tl.dot(x, dense.to(x_ptr.dtype.element_ty))
             if INT4:  # BLOCK_K divides GROUP_SIZE: one scale per output column for the whole block
                 scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
                 partial = partial * scale.to(tl.float32)[None, :]
@@ -161,23 +167,24 @@ def sparse24_matmul(
     group_size: int = 0, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
-    """x [M, K] bf16/fp16 times a 2:4 weight: values [N, K / 2] in x's dtype, or with `scale` [N, K / group_size]
-    int4 codes packed eight per int32 along K
-    (compressed-tensors' packing, [N, K / 16]); meta int32 [N, K / 32] from compress_24."""
+    """x [M, K] bf16/fp16 times a 2:4 weight in the kernel layout (to_kernel_layout_24): values [K / 2, N] in
+    x's dtype, or with `scale` [N, K / group_size] int4 codes as int32 [K / 16, N]; meta int32 [K / 32, N]."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16) or x.dim() != 2 or x.stride(-1) != 1:
         raise ValueError(f"x must be a row-major 2-D bf16 or fp16 tensor, got {x.dtype} {tuple(x.shape)}")
     m, k = x.shape
-    n = meta.shape[0]
+    n = meta.shape[1]
     int4 = scale is not None
-    if k % 32 or meta.shape != (n, k // 32) or meta.dtype != torch.int32:
-        raise ValueError(f"meta must be int32 [N, {k // 32}] and K={k} a multiple of 32")
-    expected = ((n, k // 16), torch.int32) if int4 else ((n, k // 2), x.dtype)
+    if k % 32 or meta.shape != (k // 32, n) or meta.dtype != torch.int32 or meta.stride(-1) != 1:
+        raise ValueError(f"meta must be a row-major int32 [{k // 32}, N] tensor and K={k} a multiple of 32")
+    expected = ((k // 16, n), torch.int32) if int4 else ((k // 2, n), x.dtype)
     if (tuple(values.shape), values.dtype) != expected or values.stride(-1) != 1:
         raise ValueError(f"values must be row-major {expected[1]} {list(expected[0])}, got {values.dtype} "
                          f"{list(values.shape)}")
-    if int4 and (not group_size or k % group_size or group_size % 32 or scale.shape != (n, k // group_size)):
-        raise ValueError(f"scale must be [{n}, K / group_size] with group_size a multiple of 32 dividing K={k}")
+    if int4 and (not group_size or k % group_size or group_size % 32 or scale.shape != (n, k // group_size)
+                 or scale.stride(-1) != 1):
+        raise ValueError(f"scale must be row-major [{n}, K / group_size] with group_size a multiple of 32 "
+                         f"dividing K={k}")
     if bias is not None and bias.shape != (n,):
         raise ValueError(f"bias must be [{n}]")
     if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or out.stride(-1) != 1):

@@ -8,7 +8,7 @@ from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
-from kernels.sparse24 import compress_24, decompress_24, sparse24_matmul, sparse24_reference
+from kernels.sparse24 import compress_24, decompress_24, sparse24_matmul, sparse24_reference, to_kernel_layout_24
 from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
 
 
@@ -48,7 +48,7 @@ def test_bf16_kernel_matches_the_dense_matmul(m: int, n: int, k: int, config: di
     x = randn(m, k, seed=m)
     bias = randn(n, seed=k)
     out = poisoned(m, n, dtype=torch.bfloat16)
-    got = sparse24_matmul(x, values, meta, bias=bias, out=out, config=config)
+    got = sparse24_matmul(x, *to_kernel_layout_24(values, meta), bias=bias, out=out, config=config)
     assert got.data_ptr() == out.data_ptr() and torch.isfinite(got).all()
     expected = x.float() @ weight.to(DEVICE).float().T + bias.float()
     assert relative_error(got, expected) < 1e-2
@@ -62,26 +62,26 @@ def test_bf16_kernel_matches_the_dense_matmul(m: int, n: int, k: int, config: di
 def test_int4_kernel_matches_the_dequantized_matmul(m: int, n: int, k: int, group_size: int, config: dict) -> None:
     pruned = _pruned(n, k, seed=n).float()
     codes, scale, _ = quantize_weight(pruned, 4, group_size, True, torch.bfloat16)
-    kept, meta = compress_24(codes)
-    packed, meta, scale = pack_to_int32(kept, 4).to(DEVICE), meta.to(DEVICE), scale.to(torch.bfloat16).to(DEVICE)
+    kept, meta = (t.to(DEVICE) for t in compress_24(codes))
+    scale = scale.to(torch.bfloat16).to(DEVICE)
     x = randn(m, k, seed=k)
     out = poisoned(m, n, dtype=torch.bfloat16)
-    got = sparse24_matmul(x, packed, meta, scale, group_size, out=out, config=config)
+    got = sparse24_matmul(x, *to_kernel_layout_24(kept, meta), scale, group_size, out=out, config=config)
     dequantized = codes.float().to(DEVICE) * scale.float().repeat_interleave(group_size, dim=1)
     expected = x.float() @ dequantized.T
     assert torch.isfinite(got).all() and relative_error(got, expected) < 1e-2
-    assert relative_error(sparse24_reference(x, packed, meta, scale, group_size), expected) < 1e-2
+    assert relative_error(sparse24_reference(x, kept, meta, scale, group_size), expected) < 1e-2
 
 
 def test_bad_arguments_are_refused() -> None:
-    values, meta = (t.to(DEVICE) for t in compress_24(_pruned(32, 64, seed=2)))
+    values, meta = to_kernel_layout_24(*(t.to(DEVICE) for t in compress_24(_pruned(32, 64, seed=2))))
     x = randn(2, 64, seed=0)
     with pytest.raises(ValueError, match="bf16 or fp16"):
         sparse24_matmul(x.float(), values, meta)
     with pytest.raises(ValueError, match="meta"):
-        sparse24_matmul(x, values, meta[:, :1].contiguous())
+        sparse24_matmul(x, values, meta[:1].contiguous())
     with pytest.raises(ValueError, match="values"):
         sparse24_matmul(x, values.float(), meta)
     with pytest.raises(ValueError, match="scale"):
-        sparse24_matmul(x, pack_to_int32(torch.zeros(32, 32, dtype=torch.int8), 4).to(DEVICE), meta,
+        sparse24_matmul(x, pack_to_int32(torch.zeros(32, 32, dtype=torch.int8), 4, packed_dim=0).to(DEVICE), meta,
                         scale=torch.ones(32, 1, device=DEVICE), group_size=48)
