@@ -222,7 +222,8 @@ def main() -> None:
     args = parser.parse_args()
     shapes = SHAPES[-1:] if args.quick else SHAPES
     bandwidth = _copy_bandwidth()
-    rows = [row for kernel in args.kernels.split(",") for k, n in shapes for row in _measure(kernel, k, n, bandwidth)]
+    rows: list[dict] = []
+    failures: list[dict] = []
     result = {
         "benchmark": "kernels",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -233,12 +234,20 @@ def main() -> None:
         "group_size": GROUP,
         "peers": PEERS,
         "rows": rows,
+        "failures": failures,
     }
-    met = [row["target_met"] for row in rows if row["target_met"] is not None]
-    print(f"targets met: {sum(met)} of {len(met)}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"kernels-{result['date'][:10]}.json"
-    path.write_text(json.dumps(result, indent=2))
+    for kernel in args.kernels.split(","):
+        for k, n in shapes:
+            try:
+                rows.extend(_measure(kernel, k, n, bandwidth))
+            except Exception as error:  # noqa: BLE001 - one kernel failing must not lose the others' numbers
+                failures.append({"kernel": kernel, "K": k, "N": n, "error": f"{type(error).__name__}: {error}"[:500]})
+                print(f"{kernel} K={k} N={n} FAILED: {failures[-1]['error']}", flush=True)
+            path.write_text(json.dumps(result, indent=2))  # after every shape: a killed run keeps what it measured
+    met = [row["target_met"] for row in rows if row["target_met"] is not None]
+    print(f"targets met: {sum(met)} of {len(met)}; failures: {len(failures)}")
     print(f"wrote {path}")
 
 

@@ -21,10 +21,27 @@ class DecodeSpeed:
     tokens_per_s: float  # generated tokens per second over the whole batch
     ms_per_step: float
     cuda_graph: bool
+    compiled_layers: int = 0
+    graph_check_error: float | None = None  # relative logits error of a replayed step against an eager one
     note: str = ""
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def compile_decoder_layers(model: PreTrainedModel) -> int:
+    """torch.compile every decoder block in place (regional compilation: the blocks share code, so one compile
+    serves them all) and return how many; this fuses the norms, rotary embedding and activations that otherwise
+    cost a kernel launch each. Models without `model.layers` are left as they are."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None:
+        return 0
+    # one compiled graph per (block structure, batch shape, kernel modules) is kept; the default of 8 is too few
+    # once a benchmark swaps kernel modules in and out
+    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+    for layer in layers:
+        layer.compile(dynamic=False)
+    return len(layers)
 
 
 def _static_cache(model: PreTrainedModel, batch: int, length: int) -> StaticCache:
@@ -50,6 +67,7 @@ class GreedyDecoder:
         self.position = torch.zeros(1, dtype=torch.long, device=prompt.device)
         self.generated = torch.zeros(batch, new_tokens, dtype=torch.long, device=prompt.device)
         self.graph: torch.cuda.CUDAGraph | None = None
+        self.logits: torch.Tensor | None = None  # the last step's logits [B, vocab], a static buffer
         # transformers 5.24 renamed `past_key_values` to `cache` (the old name warns until 5.40)
         self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
@@ -62,12 +80,15 @@ class GreedyDecoder:
                             **{self.cache_argument: self.cache}).logits
         self.token.copy_(logits[:, -1:].argmax(-1))
         self.position.fill_(prompt_len)
+        if self.logits is None:
+            self.logits = torch.empty_like(logits[:, -1])
 
     @torch.no_grad()
     def step(self) -> None:
         self.generated.index_copy_(1, self.position - self.prompt.shape[1], self.token)
         logits = self.model(input_ids=self.token, cache_position=self.position, use_cache=True,
                             **{self.cache_argument: self.cache}).logits
+        self.logits.copy_(logits[:, -1])
         self.token.copy_(logits[:, -1:].argmax(-1))
         self.position.add_(1)
 
@@ -87,6 +108,15 @@ class GreedyDecoder:
             self.step()
         self.graph = graph
 
+    def first_step_logits(self) -> torch.Tensor:
+        """The logits of the first decode step after a fresh prefill (replayed when a graph is captured)."""
+        self.prefill()
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.step()
+        return self.logits.float().clone()
+
     def decode(self) -> torch.Tensor:
         """Prefill and generate new_tokens tokens; returns them [B, new_tokens]."""
         self.prefill()
@@ -105,27 +135,28 @@ def _synchronize(device: torch.device) -> None:
 
 def measure_decode_speed(
     model: PreTrainedModel, batch: int = 1, prompt_tokens: int = 32, new_tokens: int = 128, seed: int = 0,
-    repeats: int = 3,
+    repeats: int = 3, compiled_layers: int = 0,
 ) -> DecodeSpeed:
     """Median time of greedy decoding new_tokens after a random prompt; on CUDA through a captured graph,
-    checked against eager decoding of the same prompt (the tokens must agree) before it is timed."""
+    checked against eager decoding of the same prompt before it is timed. `compiled_layers` is recorded
+    (compile_decoder_layers' count, when the caller compiled the model)."""
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab, (batch, prompt_tokens), generator=torch.Generator().manual_seed(seed))
     decoder = GreedyDecoder(model, prompt.to(device), new_tokens)
-    note = ""
+    note, check = "", None
     if device.type == "cuda":
-        eager = decoder.decode()
+        eager = decoder.first_step_logits()
         try:
             decoder.capture()
         except RuntimeError as error:  # a model whose step cannot be captured is timed eagerly, and says so
             decoder.graph = None
             note = f"CUDA graph capture failed, timed eagerly: {str(error).splitlines()[0][:200]}"
         else:
-            replayed = decoder.decode()
-            if not torch.equal(replayed, eager):
-                agree = (replayed == eager).float().mean().item()
-                note = f"graph replay matched eager decoding on {agree:.1%} of tokens"
+            # tokens are no check on random weights (bf16 logits tie, and split-K sums in any order), logits are
+            check = ((decoder.first_step_logits() - eager).norm() / eager.norm()).item()
+            if check > 1e-2:
+                note = f"graph replay differs from eager decoding: relative logits error {check:.1e}"
     decoder.decode()  # warm-up
     times = []
     for _ in range(repeats):
@@ -144,4 +175,4 @@ def measure_decode_speed(
     return DecodeSpeed(batch=batch, prompt_tokens=prompt_tokens, new_tokens=new_tokens, seconds=decode_seconds,
                        tokens_per_s=batch * new_tokens / decode_seconds,
                        ms_per_step=1e3 * decode_seconds / new_tokens, cuda_graph=decoder.graph is not None,
-                       note=note)
+                       compiled_layers=compiled_layers, graph_check_error=check, note=note)

@@ -1,6 +1,7 @@
 """Linear layers that run on compressed weights, one class per kernel. Each builds its kernel layout once from
-the tensors a compressed-tensors checkpoint holds, runs the Triton kernel on CUDA (or in Triton's interpreter,
-as in CI) and otherwise its plain-torch reference, so a loaded model works anywhere and is fast on a GPU."""
+the tensors a compressed-tensors checkpoint holds, runs the Triton kernel (through its torch operator, so
+torch.compile and CUDA graphs see one opaque call) on CUDA or in Triton's interpreter, as in CI, and otherwise
+its plain-torch reference, so a loaded model works anywhere and is fast on a GPU."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 from torch import nn
 
-from kernels.act_quant import quantize_per_token, quantize_per_token_reference
-from kernels.sparse24 import compress_24, sparse24_matmul, sparse24_reference, to_kernel_layout_24
+from kernels.act_quant import quantize_per_token_reference
+from kernels.ops import quantize_per_token_op, scaled_matmul_op, sparse24_op, w4a16_op
+from kernels.sparse24 import compress_24, sparse24_reference, to_kernel_layout_24
 from kernels.triton_support import interpreted, triton_available
-from kernels.w4a16 import dequantize_int4, unpack_int4, w4a16_matmul
-from kernels.w8a8 import scaled_matmul, scaled_matmul_reference
+from kernels.w4a16 import dequantize_int4, unpack_int4
+from kernels.w8a8 import scaled_matmul_reference
 
 
 def _use_kernel(x: torch.Tensor) -> bool:
@@ -76,7 +78,7 @@ class Int4Linear(CompressedLinear):
         if self.permutation is not None:
             x = x.index_select(-1, self.permutation)
         if _use_kernel(x):
-            return w4a16_matmul(x, self.packed, self.scale, self.group_size, self.zero_point, self.bias)
+            return w4a16_op(x, self.packed, self.scale, self.group_size, self.zero_point, self.bias)
         weight = dequantize_int4(self.packed.T, self.scale, self.group_size, self.in_features, self.zero_point)
         y = x.float() @ weight.T
         return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
@@ -99,10 +101,10 @@ class Int8Linear(CompressedLinear):
         kernel = _use_kernel(x)
         codes, scales = x, None
         if self.quantize_activations:
-            quantize = quantize_per_token if kernel else quantize_per_token_reference
+            quantize = quantize_per_token_op if kernel else quantize_per_token_reference
             codes, scales = quantize(x, self.weight.dtype)
         if kernel:
-            return scaled_matmul(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
+            return scaled_matmul_op(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
         return scaled_matmul_reference(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
 
 
@@ -123,7 +125,7 @@ class Sparse24Linear(CompressedLinear):
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if _use_kernel(x):
-            return sparse24_matmul(x, self.values, self.meta, self.scale, self.group_size, self.bias)
+            return sparse24_op(x, self.values, self.meta, self.scale, self.group_size, self.bias)
         return sparse24_reference(x, *self._storage(), self.scale, self.group_size, self.bias)
 
     def _storage(self) -> tuple[torch.Tensor, torch.Tensor]:
