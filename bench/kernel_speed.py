@@ -3,8 +3,10 @@ W4A16 vs cuBLAS bf16 and tinygemm int4; W8A8 int8 vs bf16; FP8 vs torch._scaled_
 vs bf16 and torch's semi-structured sparse matmul; each with the HBM floor (bytes that must move / measured
 copy bandwidth).
 
-Shapes (K, N) from the issue, M = 1..256; enough weight copies rotated per call that they never sit in L2;
-median of triton.testing.do_bench. Run on a GPU:  python bench/kernel_speed.py [--quick] [--kernels a,b]
+Shapes (K, N) from the issue, M = 1..256; enough weight copies rotated per call that they never sit in L2.
+Every entry is timed twice: replayed from a CUDA graph (do_bench_cudagraph: GPU time, how a decoding model runs
+them; the table and the targets use these) and launched from Python (do_bench, under "eager" in the JSON: adds
+the launch overhead the GPU waits for). Run on a GPU:  python bench/kernel_speed.py [--quick] [--kernels a,b]
 (not bench/kernels.py: a script of that name would shadow the `kernels` package for every bench script).
 """
 
@@ -67,7 +69,15 @@ def _nbytes(tensors: tuple) -> int:
 
 
 def _time_us(fn: Callable[[], object]) -> float:
+    """Median of do_bench: the GPU time plus whatever of the launch the GPU waits for (Python launchers of
+    Triton kernels cost tens of microseconds, more than a small matmul)."""
     return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median") * 1e3
+
+
+def _graph_time_us(fn: Callable[[], object]) -> float:
+    """Median of do_bench_cudagraph: the calls replayed from a CUDA graph, i.e. the GPU time alone, as the
+    kernels run when a model decodes through a graph (kernels/decoding.py) or under a serving engine."""
+    return triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median") * 1e3
 
 
 def _copy_bandwidth() -> float:
@@ -188,16 +198,20 @@ def _measure(kernel: str, k: int, n: int, bandwidth: float) -> list[dict]:
         peer = layer.peer_factory(x)
         if kernel == "w8a8-fp8":  # compare matmul with matmul: quantize x once outside the timed call
             codes_x, scale_x = quantize_per_token(x, torch.float8_e4m3fn)
-            ours = _time_us(lambda c=codes_x, s=scale_x: scaled_matmul(c, s, *operands(), torch.bfloat16))
+            run = lambda c=codes_x, s=scale_x: scaled_matmul(c, s, *operands(), torch.bfloat16)  # noqa: E731
         else:
-            ours = _time_us(lambda x=x: layer.run(x, operands()))
+            run = lambda x=x: layer.run(x, operands())  # noqa: E731
+        bf16 = lambda x=x: torch.matmul(x, dense()[0].T)  # noqa: E731
+        ours = _graph_time_us(run)
         row = {
             "kernel": kernel, "K": k, "N": n, "M": m,
-            "bf16_us": _time_us(lambda x=x: torch.matmul(x, dense()[0].T)),
+            "bf16_us": _graph_time_us(bf16),
             "ours_us": ours,
-            "peer_us": _time_us(peer) if peer is not None else None,
+            "peer_us": _graph_time_us(peer) if peer is not None else None,
             "floor_us": (layer.nbytes + x.nbytes + m * n * 2) / bandwidth * 1e6,
             "relative_error": error,
+            "eager": {"bf16_us": _time_us(bf16), "ours_us": _time_us(run),
+                      "peer_us": _time_us(peer) if peer is not None else None},
         }
         goal = target(kernel, k, n, m, row)
         row["target"], row["target_met"] = goal if goal else (None, None)
