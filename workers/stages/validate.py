@@ -1,4 +1,5 @@
-"""validate: load the staged checkpoint the way users will (transformers) and measure what it cost."""
+"""validate: load the staged checkpoint the way users will (transformers) and measure what it cost, then what
+it gains: decoding speed on Shrinkray's kernels against the original, on GPU workers."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import torch
 
 from compress.evaluate import next_token_agreement, perplexity
 from compress.model_io import load_model
+from kernels.speed_report import decode_speed_report
 from storage.artifacts import download_prefix
 from storage.artifacts.manifest import verify_against_manifest
 from workers.stage_context import StageContext, StageResult
@@ -27,6 +29,9 @@ def run(context: StageContext) -> StageResult:
     ppl_after = perplexity(compressed, windows, context.device)
     context.report_progress(0.8, "validate: next-token agreement")
     agreement = next_token_agreement(original, compressed, windows, context.device)
+    del original, compressed
+    context.report_progress(0.9, "validate: decode speed on the kernels")
+    speed = decode_speed_report(job_model_dir(context), local, context.device)
     size_before = context.outputs["fetch"]["total_bytes"]
     size_after = context.outputs["compress"]["size_bytes"]
     report = {
@@ -38,6 +43,7 @@ def run(context: StageContext) -> StageResult:
         "size_bytes": {"before": size_before, "after": size_after,
                        "ratio": size_before / max(size_after, 1)},
         "compression": context.outputs["compress"].get("summary", {}),
+        "speed": speed,
         "eval": {"windows": int(windows.shape[0]), "seq_len": int(windows.shape[1]),
                  "text": context.eval_uri or "bundled", "protocol": "non-overlapping windows, fp32 NLL"},
         "device": str(context.device) if context.device.type != "cuda" else torch.cuda.get_device_name(),
