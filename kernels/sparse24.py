@@ -139,53 +139,6 @@ if triton is not None:
         else:
             tl.atomic_add(out, acc, mask=mask)
 
-    @triton.jit
-    def _sparse24_gemv_kernel(
-        x_ptr, values_ptr, meta_ptr, scale_ptr, bias_ptr, out_ptr,
-        N, K, stride_xm, stride_vk, stride_mk, stride_sn, stride_om,
-        INT4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    ):
-        """One input row per program (decoding): no dense tile is rebuilt; each kept weight multiplies the
-        input element its position names (gathered from L1), so only the compressed bytes stream from HBM."""
-        row = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        split = tl.program_id(2)
-        col_ok = cols < N
-        groups = tl.arange(0, BLOCK_K // 4)
-        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
-            tile_ok = ((k0 + 4 * groups) < K)[:, None] & col_ok[None, :]
-            word = tl.load(meta_ptr + (k0 // 32 + groups // 8)[:, None] * stride_mk + cols[None, :],
-                           mask=tile_ok, other=0)
-            nibble = (word >> ((groups % 8) * 4)[:, None]) & 0xF
-            if INT4:
-                packed = tl.load(values_ptr + (k0 // 16 + groups // 4)[:, None] * stride_vk + cols[None, :],
-                                 mask=tile_ok, other=0)
-                shift = ((groups % 4) * 8)[:, None]
-                first = (((packed >> shift) & 0xF) - 8).to(tl.float32)
-                second = (((packed >> (shift + 4)) & 0xF) - 8).to(tl.float32)
-            else:
-                kept = values_ptr + (k0 // 2 + 2 * groups)[:, None] * stride_vk + cols[None, :]
-                first = tl.load(kept, mask=tile_ok, other=0.0).to(tl.float32)
-                second = tl.load(kept + stride_vk, mask=tile_ok, other=0.0).to(tl.float32)
-            base = x_ptr + row * stride_xm + k0 + 4 * groups[:, None]
-            x_first = tl.load(base + (nibble & 3), mask=tile_ok, other=0.0).to(tl.float32)
-            x_second = tl.load(base + (nibble >> 2), mask=tile_ok, other=0.0).to(tl.float32)
-            partial = tl.sum(first * x_first + second * x_second, axis=0)
-            if INT4:
-                partial *= tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0).to(
-                    tl.float32)
-            acc += partial
-        if HAS_BIAS:
-            if split == 0:
-                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-        out = out_ptr + row * stride_om + cols
-        if SPLIT_K == 1:
-            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=col_ok)
-        else:
-            tl.atomic_add(out, acc, mask=col_ok)
-
     _CONFIGS = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w, num_stages=st)
         for m, n, k, s, w, st in [
@@ -208,11 +161,6 @@ if triton is not None:
         configs=_CONFIGS, key=["M_BUCKET", "N", "K", "INT4", "GROUP_SIZE"],
         prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["out_ptr"],
     )(_sparse24_kernel)
-
-
-# Decoding batches up to this many rows take the GEMV kernel; its tile is W4A16's GEMV tile (not tuned for 2:4).
-GEMV_MAX_ROWS = 4
-GEMV_CONFIG = {"BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 8}
 
 
 def sparse24_matmul(
@@ -242,11 +190,6 @@ def sparse24_matmul(
         raise ValueError(f"bias must be [{n}]")
     if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or out.stride(-1) != 1):
         raise ValueError(f"out must be a row-major [{m}, {n}] {x.dtype} tensor")
-    gemv = (config is None and x.is_cuda and m <= GEMV_MAX_ROWS) or bool((config or {}).get("GEMV"))
-    if gemv:
-        config = {**GEMV_CONFIG, **{key: value for key, value in (config or {}).items() if key != "GEMV"}}
-        if int4:
-            config["BLOCK_K"] = min(config["BLOCK_K"], group_size)
     split_k = (config or {}).get("SPLIT_K", 1)
     accumulate = config is None or split_k > 1
     target = torch.zeros(m, n, device=x.device, dtype=torch.float32) if accumulate else (
@@ -258,11 +201,7 @@ def sparse24_matmul(
     operands = (x, values, meta, scale if int4 else meta, bias if bias is not None else meta, target)
     strides = (x.stride(0), values.stride(0), meta.stride(0), scale.stride(0) if int4 else 0, target.stride(0))
     flags = {"INT4": int4, "GROUP_SIZE": group_size or 32, "HAS_BIAS": bias is not None}
-    if gemv:
-        _sparse24_gemv_kernel[(m, triton.cdiv(n, config["BLOCK_N"]), split_k)](
-            *operands, n, k, *strides, **flags, BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"],
-            SPLIT_K=split_k, num_warps=4)
-    elif config is None and x.is_cuda:
+    if config is None and x.is_cuda:
         _sparse24_autotuned[grid](*operands, m, n, k, *strides, **flags, M_BUCKET=max(16, triton.next_power_of_2(m)),
                                   UPCAST=False)
     else:
