@@ -59,7 +59,7 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_kernel(
-        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
+        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M, N, K,
         stride_xm, stride_pk, stride_sn, stride_om,
         M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
@@ -98,15 +98,23 @@ if triton is not None:
             else:
                 partial = tl.dot(x, codes.to(x.dtype))
             acc += partial * scale.to(tl.float32)[None, :]
-        if HAS_BIAS:
-            if split == 0:
-                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         out = out_ptr + rows[:, None] * stride_om + cols[None, :]
         mask = row_ok[:, None] & col_ok[None, :]
         if SPLIT_K == 1:
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.atomic_add(out, acc, mask=mask)
+        else:  # one-launch split-K, as in the GEMV kernel below
+            sums = sums_ptr + rows[:, None] * N + cols[None, :]
+            tl.atomic_add(sums, acc, mask=mask)
+            arrived = tl.atomic_add(arrivals_ptr + pid, 1)
+            if arrived == SPLIT_K - 1:
+                total = tl.load(sums, mask=mask, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=mask)
+                tl.store(sums, tl.zeros_like(total), mask=mask)
+                tl.atomic_xchg(arrivals_ptr + pid, 0)
 
     _CONFIGS = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w, num_stages=st)
@@ -127,7 +135,6 @@ if triton is not None:
 
     _w4a16_autotuned = triton.autotune(
         configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GROUP_SIZE"], prune_configs_by={"early_config_prune": _prune},
-        reset_to_zero=["out_ptr"],
     )(_w4a16_kernel)
 
 
@@ -135,13 +142,18 @@ if triton is not None:
 
     @triton.jit
     def _w4a16_gemv_kernel(
-        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr,
+        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         N, K, stride_xm, stride_pk, stride_sn, stride_om,
         GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     ):
         """One input row per program row (decoding): no tensor-core tile to fill, the K loop is a plain reduction
-        over the unpacked [BLOCK_K / 8, 8, BLOCK_N] codes, so all the time goes into streaming the weights."""
+        over the unpacked [BLOCK_K / 8, 8, BLOCK_N] codes, so all the time goes into streaming the weights.
+
+        Split-K in one launch: the K slices of a tile add their fp32 sums into a workspace and count in; the
+        last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
+        no memset or conversion kernel is needed around the call (at decode sizes each costs as much as the
+        matmul)."""
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         split = tl.program_id(2)
@@ -162,14 +174,40 @@ if triton is not None:
             partial = tl.sum(tl.sum(codes.to(tl.float32) * x[:, :, None], axis=1), axis=0)
             scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
             acc += partial * scale.to(tl.float32)
-        if HAS_BIAS:
-            if split == 0:
-                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
         out = out_ptr + row * stride_om + cols
         if SPLIT_K == 1:
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
             tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=col_ok)
         else:
-            tl.atomic_add(out, acc, mask=col_ok)
+            sums = sums_ptr + row * N + cols
+            tl.atomic_add(sums, acc, mask=col_ok)
+            tile = row * tl.num_programs(1) + tl.program_id(1)
+            arrived = tl.atomic_add(arrivals_ptr + tile, 1)  # acq_rel: orders the sums before the count
+            if arrived == SPLIT_K - 1:
+                total = tl.load(sums, mask=col_ok, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
+                tl.store(sums, tl.zeros_like(total), mask=col_ok)
+                tl.atomic_xchg(arrivals_ptr + tile, 0)
+
+
+_WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def split_k_workspace(device: torch.device, sums: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zeroed fp32 sums and int32 arrival counters, at least `sums` and `tiles` long, kept per device. Every
+    kernel that uses them leaves them zeroed again, so they are allocated (and zeroed) once, outside any CUDA
+    graph capture that follows; callers on one device must run on one stream."""
+    held = _WORKSPACES.get(device)
+    if held is None or held[0].numel() < sums or held[1].numel() < tiles:
+        size = max(sums, 1 << 20, held[0].numel() if held else 0)
+        count = max(tiles, 1 << 14, held[1].numel() if held else 0)
+        held = (torch.zeros(size, device=device, dtype=torch.float32),
+                torch.zeros(count, device=device, dtype=torch.int32))
+        _WORKSPACES[device] = held
+    return held
 
 
 # Decoding batches up to this many rows take the GEMV kernel (one weight pass per row is still cheaper there
@@ -218,28 +256,29 @@ def w4a16_matmul(
         if group_size % config["BLOCK_K"]:
             raise ValueError(f"BLOCK_K {config['BLOCK_K']} must divide group_size {group_size}")
     split_k = (config or {}).get("SPLIT_K", 1)
-    accumulate = config is None or split_k > 1  # split-K programs add fp32 partial sums into one buffer
     out2 = out.view(m, n) if out is not None else None
-    target = torch.zeros(m, n, device=x.device, dtype=torch.float32) if accumulate else (
-        out2 if out2 is not None else torch.empty(m, n, device=x.device, dtype=x.dtype))
-    args = (x2, packed, scale, zero_point if zero_point is not None else scale, bias if bias is not None else scale,
-            target)
+    operands = (x2, packed, scale, zero_point if zero_point is not None else scale,
+                bias if bias is not None else scale)
     flags = {"GROUP_SIZE": group_size, "HAS_ZERO": zero_point is not None, "HAS_BIAS": bias is not None}
+    target = out2 if out2 is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
+    # tiles are never smaller than 16 x 16, so m * cdiv(n, 16) counters cover every tiling
+    sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * 16 * triton.cdiv(n, 16))
+    args = (*operands, target, sums, arrivals)
     if gemv:
-        _w4a16_gemv_kernel[(m, triton.cdiv(n, config["BLOCK_N"]), split_k)](
+        tiles_n = triton.cdiv(n, config["BLOCK_N"])
+        _w4a16_gemv_kernel[(m, tiles_n, split_k)](
             *args, n, k, x2.stride(0), packed.stride(0), scale.stride(0), target.stride(0), **flags,
             BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"], SPLIT_K=split_k, num_warps=4)
-    else:
-        def grid(meta: dict) -> tuple[int, int]:
-            return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
+        return target.view(*x.shape[:-1], n)
 
-        strides = (m, n, k, x2.stride(0), packed.stride(0), scale.stride(0), target.stride(0))
-        bucket = max(16, triton.next_power_of_2(m))
-        if config is None and x.is_cuda:
-            _w4a16_autotuned[grid](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=False)
-        else:
-            config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **(config or {})}
-            _w4a16_kernel[grid(config)](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=interpreted(), **config)
-    if target is not out2:
-        target = target.to(x.dtype) if out2 is None else out2.copy_(target)
+    def grid(meta: dict) -> tuple[int, int]:
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
+
+    strides = (m, n, k, x2.stride(0), packed.stride(0), scale.stride(0), target.stride(0))
+    bucket = max(16, triton.next_power_of_2(m))
+    if config is None and x.is_cuda:
+        _w4a16_autotuned[grid](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=False)
+    else:
+        config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **(config or {})}
+        _w4a16_kernel[grid(config)](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=interpreted(), **config)
     return target.view(*x.shape[:-1], n)

@@ -7,7 +7,7 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import dequantize_weight, quantize_weight
-from kernels.w4a16 import to_kernel_layout, unpack_int4, w4a16_matmul, w4a16_reference
+from kernels.w4a16 import split_k_workspace, to_kernel_layout, unpack_int4, w4a16_matmul, w4a16_reference
 from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
 
 
@@ -68,6 +68,19 @@ def test_asymmetric_weights_with_bias(config: dict) -> None:
     reference = w4a16_reference(x, pack_to_int32(codes, 4).to(DEVICE), scale.to(DEVICE), group_size,
                                 zero_point.to(DEVICE), bias)
     assert relative_error(reference, x.float() @ dequantized.T + bias.float()) < 1e-2
+
+
+def test_split_k_gemv_leaves_its_workspace_zeroed_for_the_next_call() -> None:
+    """The last K slice of each tile writes the output and clears the shared workspace; calls of different
+    shapes in a row (as a model's layers make them) must each come out right."""
+    for n, k, seed in [(40, 256, 1), (72, 128, 2), (40, 256, 3)]:
+        packed, scale, dequantized = _layer(n, k, 32, seed=seed)
+        x = randn(2, k, seed=seed)
+        got = w4a16_matmul(x, to_kernel_layout(packed, k).to(DEVICE), scale.to(DEVICE), 32,
+                           config={"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 4})
+        assert relative_error(got, x.float() @ dequantized.to(DEVICE).T) < 1e-2
+        sums, arrivals = split_k_workspace(DEVICE, 0, 0)
+        assert not sums.any() and not arrivals.any()
 
 
 def test_kernel_layout_keeps_the_codes() -> None:
