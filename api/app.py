@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 import shrinkray
 from api.errors import install_error_handlers
-from api.routes import artifacts, health, jobs
+from api.routes import artifacts, catalogs, health, jobs
 from shrinkray.services import artifact_store, session_factory
 from shrinkray.settings import Settings
 from workers.celery_app import create_celery
@@ -38,6 +38,6 @@ def create_app(settings: Settings | None = None, *, run_maintenance: bool = True
     app.state.store = artifact_store(settings)
     app.state.celery = create_celery(settings)
     install_error_handlers(app)
-    for module in (jobs, artifacts, health):
+    for module in (jobs, catalogs, artifacts, health):
         app.include_router(module.router)
     return app

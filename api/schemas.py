@@ -90,3 +90,100 @@ class ArtifactList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     checks: dict[str, str]
+
+
+class CatalogModel(BaseModel):
+    """A model of a catalog; `name` defaults to the last part of its URI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uri: str = Field(..., min_length=1, max_length=2048)
+    name: str | None = Field(None, min_length=1, max_length=200)
+    calibration_uri: str | None = Field(None, max_length=2048)
+    eval_uri: str | None = Field(None, max_length=2048)
+
+
+class CatalogRecipe(BaseModel):
+    """A preset by name, or an inline recipe with a name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str | None = None
+    recipe: dict[str, Any] | None = None
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_recipe(self) -> CatalogRecipe:
+        if (self.preset is None) == (self.recipe is None):
+            raise ValueError("give exactly one of 'preset' and 'recipe'")
+        if self.recipe is not None and self.name is None:
+            raise ValueError("an inline recipe needs a 'name'")
+        return self
+
+
+class CatalogCreate(BaseModel):
+    """Models x recipes: one job per pair. Sent as JSON, or as the same document in YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, max_length=200)
+    models: list[CatalogModel] = Field(..., min_length=1)
+    recipes: list[CatalogRecipe] = Field(..., min_length=1)
+    tolerance_pct: float = Field(3.0, ge=0, le=1000,
+                                 description="largest perplexity increase (%) a recommended artifact may have")
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+
+
+class CatalogCell(BaseModel):
+    model: str
+    recipe: str
+    job_id: str
+    status: str
+    progress: float
+    reused: bool
+    size_bytes: int | None
+    size_ratio: float | None
+    ppl_before: float | None
+    ppl_after: float | None
+    ppl_change_pct: float | None
+    decode_speedup: float | None = Field(description="batch-1 decode tokens/s over the original, GPU workers only")
+    error: str | None
+    artifacts: str = Field(description="the job's artifact listing")
+
+
+class CatalogRecommendation(BaseModel):
+    model: str
+    recipe: str | None = Field(description="the smallest artifact within the tolerance; None if none is yet")
+    job_id: str | None
+    size_bytes: int | None
+    ppl_change_pct: float | None
+    reason: str
+
+
+class CatalogOut(BaseModel):
+    id: str
+    name: str | None
+    tolerance_pct: float
+    created_at: datetime
+    models: list[str]
+    recipes: list[str]
+    counts: dict[str, int]
+    progress: float
+    cells: list[CatalogCell]
+    recommendations: list[CatalogRecommendation]
+
+
+class CatalogSummary(BaseModel):
+    id: str
+    name: str | None
+    created_at: datetime
+    pairs: int
+    counts: dict[str, int]
+    progress: float
+
+
+class CatalogPage(BaseModel):
+    items: list[CatalogSummary]
+    total: int
+    limit: int
+    offset: int

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from shrinkray.catalog_view import format_catalog, read_catalog_file
 from shrinkray.children import spawn_cli
 from shrinkray.client import ApiError, ShrinkrayClient
 from shrinkray.report_view import format_report
@@ -164,6 +165,44 @@ def status(job_id: Annotated[str | None, typer.Argument(help="a job id; all rece
             typer.echo(f"{job['status']}: {job.get('progress_message') or ''} ({100 * job['progress']:.0f}%)")
     except ApiError as exc:
         raise _fail(str(exc)) from exc
+
+
+catalog_app = typer.Typer(no_args_is_help=True, help="Compress a whole catalog (models x recipes) in one request.")
+app.add_typer(catalog_app, name="catalog")
+
+
+@catalog_app.command("submit")
+def catalog_submit(
+    path: Annotated[Path, typer.Argument(help="catalog YAML or JSON: models (uri, name...), recipes (preset...)")],
+    wait: Annotated[bool, typer.Option(help="wait for every pair and print the results table")] = False,
+) -> None:
+    """Submit a catalog to a running API; prints its id (and with --wait, the results)."""
+    try:
+        document = read_catalog_file(path)
+    except ValueError as exc:
+        raise _fail(str(exc), 2) from exc
+    client = ShrinkrayClient(Settings().api_url)
+    try:
+        catalog = client.submit_catalog(document)
+        typer.echo(catalog["id"])
+        if wait:
+            typer.echo(format_catalog(client.wait_catalog(catalog["id"])))
+    except ApiError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@catalog_app.command("status")
+def catalog_status(
+    catalog_id: Annotated[str, typer.Argument(help="the catalog's id")],
+    watch: Annotated[bool, typer.Option(help="show a progress bar until every pair has ended")] = False,
+) -> None:
+    """The catalog's progress, its results table and each model's recommended artifact."""
+    client = ShrinkrayClient(Settings().api_url)
+    try:
+        catalog = client.wait_catalog(catalog_id) if watch else client.catalog(catalog_id)
+    except ApiError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(format_catalog(catalog))
 
 
 @app.command()

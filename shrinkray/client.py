@@ -1,4 +1,4 @@
-"""A small HTTP client of the REST API for `shrinkray submit`, `status` and `demo`."""
+"""A small HTTP client of the REST API for `shrinkray submit`, `status`, `catalog` and `demo`."""
 
 from __future__ import annotations
 
@@ -30,6 +30,29 @@ class ShrinkrayClient:
 
     def artifacts(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/v1/jobs/{job_id}/artifacts")
+
+    def submit_catalog(self, catalog: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/catalogs", json=catalog)
+
+    def catalog(self, catalog_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/v1/catalogs/{catalog_id}")
+
+    def wait_catalog(self, catalog_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
+                     show_progress: bool = True) -> dict[str, Any]:
+        """Poll until every pair of the catalog has ended, with a progress bar over all its jobs."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with tqdm(total=100, unit="%", disable=not show_progress, bar_format="{desc:<60} {percentage:3.0f}%|{bar}|") \
+                as bar:
+            while True:
+                catalog = self.catalog(catalog_id)
+                bar.n = round(100 * catalog["progress"])
+                bar.set_description_str(", ".join(f"{n} {state}" for state, n in sorted(catalog["counts"].items())))
+                bar.refresh()
+                if all(cell["status"] in ("succeeded", "failed", "cancelled") for cell in catalog["cells"]):
+                    return catalog
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ApiError(f"catalog {catalog_id} still running after {timeout_s:.0f} s")
+                time.sleep(poll_s)
 
     def health(self) -> dict[str, Any]:
         return self._call("GET", "/healthz")

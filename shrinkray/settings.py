@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     max_attempts: int = 3
     retry_backoff_s: int = 5
     device: str = "auto"
+    catalog_max_pairs: int = Field(500, description="models x recipes one catalog may hold")
+    catalog_max_bytes: int = Field(1024 * 1024, description="largest catalog document accepted")
 
     @field_validator("model_roots", "model_buckets", mode="before")
     @classmethod

@@ -6,6 +6,8 @@ worker claimed (and the worker holds the lease), so a stale or duplicate deliver
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,11 +17,21 @@ from sqlalchemy.orm import Session
 from storage.models import Artifact, Job, JobStatus, OutboxMessage, Stage, StageRun, utcnow
 
 
+def job_fingerprint(*, model_uri: str, recipe: dict[str, Any], queue: str, calibration_uri: str | None,
+                    eval_uri: str | None) -> str:
+    """sha256 of everything that determines a job's artifact and report, in canonical JSON."""
+    identity = {"model_uri": model_uri, "recipe": recipe, "queue": queue, "calibration_uri": calibration_uri,
+                "eval_uri": eval_uri}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def create_job(session: Session, *, model_uri: str, recipe: dict[str, Any], preset: str | None,
                queue: str, calibration_uri: str | None = None, eval_uri: str | None = None) -> Job:
     """Insert the job and the outbox row for its first stage in the same transaction."""
+    fingerprint = job_fingerprint(model_uri=model_uri, recipe=recipe, queue=queue,
+                                  calibration_uri=calibration_uri, eval_uri=eval_uri)
     job = Job(model_uri=model_uri, recipe=recipe, preset=preset, queue=queue, outputs={},
-              calibration_uri=calibration_uri, eval_uri=eval_uri,
+              calibration_uri=calibration_uri, eval_uri=eval_uri, fingerprint=fingerprint,
               status=JobStatus.QUEUED, stage=Stage.FETCH, attempt=1)
     session.add(job)
     session.flush()

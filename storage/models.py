@@ -84,6 +84,8 @@ class Job(Base):
     eval_uri: Mapped[str | None] = mapped_column(Text)
     preset: Mapped[str | None] = mapped_column(String(64))
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # sha256 of what determines the artifact (model, recipe, data, queue): catalogs reuse a job that has it
+    fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     progress_message: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
@@ -142,3 +144,32 @@ class OutboxMessage(Base):
     countdown_s: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(index=True)
+
+
+class Catalog(Base):
+    """Models x recipes submitted in one request; each pair is a job (possibly shared with earlier catalogs)."""
+
+    __tablename__ = "catalogs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str | None] = mapped_column(String(200))
+    tolerance_pct: Mapped[float] = mapped_column(Float, default=3.0)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class CatalogEntry(Base):
+    """One model x recipe cell of a catalog and the job that computes it; `reused` marks a job the catalog
+    found already done or under way rather than created (cancelling the catalog leaves those alone)."""
+
+    __tablename__ = "catalog_entries"
+    __table_args__ = (UniqueConstraint("catalog_id", "model_index", "recipe_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    catalog_id: Mapped[str] = mapped_column(ForeignKey("catalogs.id", ondelete="CASCADE"), index=True)
+    model_index: Mapped[int] = mapped_column(Integer)
+    recipe_index: Mapped[int] = mapped_column(Integer)
+    model_name: Mapped[str] = mapped_column(String(200))
+    recipe_name: Mapped[str] = mapped_column(String(200))
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id"), index=True)
+    reused: Mapped[bool] = mapped_column(Boolean, default=False)
