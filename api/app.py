@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 
 import shrinkray
 from api.errors import install_error_handlers
@@ -14,6 +17,8 @@ from shrinkray.services import artifact_store, session_factory
 from shrinkray.settings import Settings
 from workers.celery_app import create_celery
 from workers.maintenance import MaintenanceLoop
+
+STATIC = Path(__file__).parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, run_maintenance: bool = True) -> FastAPI:
@@ -40,4 +45,11 @@ def create_app(settings: Settings | None = None, *, run_maintenance: bool = True
     install_error_handlers(app)
     for module in (jobs, catalogs, artifacts, health):
         app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        """The dashboard: static HTML and JavaScript that read this API (no build step)."""
+        return FileResponse(STATIC / "index.html")
+
     return app

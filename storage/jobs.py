@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Artifact, Job, JobStatus, OutboxMessage, Stage, StageRun, utcnow
+from storage.models import Artifact, CatalogEntry, Job, JobStatus, OutboxMessage, Stage, StageRun, utcnow
 
 
 def job_fingerprint(*, model_uri: str, recipe: dict[str, Any], queue: str, calibration_uri: str | None,
@@ -43,10 +43,13 @@ def get_job(session: Session, job_id: str) -> Job | None:
     return session.get(Job, job_id)
 
 
-def list_jobs(session: Session, *, status: str | None, limit: int, offset: int) -> tuple[list[Job], int]:
+def list_jobs(session: Session, *, status: str | None, limit: int, offset: int,
+              catalog_id: str | None = None) -> tuple[list[Job], int]:
     query = select(Job)
     if status:
         query = query.where(Job.status == status)
+    if catalog_id:
+        query = query.where(Job.id.in_(select(CatalogEntry.job_id).where(CatalogEntry.catalog_id == catalog_id)))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)).all()
     return list(rows), total

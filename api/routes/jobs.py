@@ -58,9 +58,11 @@ def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep
 
 @router.get("", response_model=JobPage)
 def get_jobs(session: SessionDep, status: Annotated[JobStatus | None, Query()] = None,
+             catalog_id: Annotated[str | None, Query(pattern=r"^[0-9a-f-]{36}$",
+                                                     description="only the jobs of this catalog")] = None,
              limit: Annotated[int, Query(ge=1, le=500)] = 50,
              offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
-    jobs, total = list_jobs(session, status=status, limit=limit, offset=offset)
+    jobs, total = list_jobs(session, status=status, limit=limit, offset=offset, catalog_id=catalog_id)
     return JobPage(items=[JobOut.model_validate(job) for job in jobs], total=total, limit=limit, offset=offset)
 
 
