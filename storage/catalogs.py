@@ -60,10 +60,18 @@ def create_catalog(session: Session, *, name: str | None, tolerance_pct: float, 
 
 
 def catalog_cells(session: Session, catalog_id: str) -> list[tuple[CatalogEntry, Job]]:
+    return cells_of_catalogs(session, [catalog_id]).get(catalog_id, [])
+
+
+def cells_of_catalogs(session: Session, catalog_ids: list[str]) -> dict[str, list[tuple[CatalogEntry, Job]]]:
+    """The cells of several catalogs in one query (a page of the catalog list), in matrix order."""
     query = (select(CatalogEntry, Job).join(Job, CatalogEntry.job_id == Job.id)
-             .where(CatalogEntry.catalog_id == catalog_id)
-             .order_by(CatalogEntry.model_index, CatalogEntry.recipe_index))
-    return [(entry, job) for entry, job in session.execute(query).all()]
+             .where(CatalogEntry.catalog_id.in_(catalog_ids))
+             .order_by(CatalogEntry.catalog_id, CatalogEntry.model_index, CatalogEntry.recipe_index))
+    cells: dict[str, list[tuple[CatalogEntry, Job]]] = {}
+    for entry, job in session.execute(query).all():
+        cells.setdefault(entry.catalog_id, []).append((entry, job))
+    return cells
 
 
 def list_catalogs(session: Session, *, limit: int, offset: int) -> tuple[list[Catalog], int]:

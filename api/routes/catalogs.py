@@ -27,6 +27,7 @@ from storage.catalogs import (
     CatalogPair,
     cancel_catalog,
     catalog_cells,
+    cells_of_catalogs,
     create_catalog,
     list_catalogs,
     retry_failed_cells,
@@ -171,7 +172,8 @@ def _relay(sessions, celery) -> None:  # type: ignore[no-untyped-def]
 def get_catalogs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                  offset: Annotated[int, Query(ge=0)] = 0) -> CatalogPage:
     catalogs, total = list_catalogs(session, limit=limit, offset=offset)
-    return CatalogPage(items=[catalog_summary(c, catalog_cells(session, c.id)) for c in catalogs], total=total,
+    cells = cells_of_catalogs(session, [catalog.id for catalog in catalogs])
+    return CatalogPage(items=[catalog_summary(c, cells.get(c.id, [])) for c in catalogs], total=total,
                        limit=limit, offset=offset)
 
 
