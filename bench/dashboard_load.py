@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import statistics
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -101,7 +102,7 @@ def main() -> None:
         started = time.perf_counter()
         catalog_id = _fill(database_url, args.jobs, 20, 25)
         fill_s = time.perf_counter() - started
-        home = Path(os.environ.get("TMPDIR", "/tmp")) / f"shrinkray-load-{uuid.uuid4().hex[:8]}"
+        home = Path(tempfile.mkdtemp(prefix="shrinkray-load-"))
         env = {**os.environ, "SHRINKRAY_HOME": str(home), "SHRINKRAY_DATABASE_URL": database_url,
                "SHRINKRAY_BROKER_URL": broker_url, "SHRINKRAY_ARTIFACT_URL": (home / "artifacts").as_uri()}
         port = free_port()
