@@ -20,7 +20,19 @@ class InvalidSource(Exception):
         self.field = field
 
 
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key already used for a different submission."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different submission")
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(IdempotencyConflict)
+    async def _idempotency_conflict(_request: Request, exc: IdempotencyConflict) -> JSONResponse:
+        return JSONResponse(status_code=422, content={"detail": [
+            {"loc": ["header", "Idempotency-Key"], "msg": str(exc), "type": "value_error"}]})
+
     @app.exception_handler(RecipeError)
     async def _recipe_error(_request: Request, exc: RecipeError) -> JSONResponse:
         return field_error([*exc.field.split(".")], exc.message)

@@ -26,17 +26,22 @@ def job_fingerprint(*, model_uri: str, recipe: dict[str, Any], queue: str, calib
 
 
 def create_job(session: Session, *, model_uri: str, recipe: dict[str, Any], preset: str | None,
-               queue: str, calibration_uri: str | None = None, eval_uri: str | None = None) -> Job:
+               queue: str, calibration_uri: str | None = None, eval_uri: str | None = None,
+               idempotency_key: str | None = None) -> Job:
     """Insert the job and the outbox row for its first stage in the same transaction."""
     fingerprint = job_fingerprint(model_uri=model_uri, recipe=recipe, queue=queue,
                                   calibration_uri=calibration_uri, eval_uri=eval_uri)
     job = Job(model_uri=model_uri, recipe=recipe, preset=preset, queue=queue, outputs={},
               calibration_uri=calibration_uri, eval_uri=eval_uri, fingerprint=fingerprint,
-              status=JobStatus.QUEUED, stage=Stage.FETCH, attempt=1)
+              idempotency_key=idempotency_key, status=JobStatus.QUEUED, stage=Stage.FETCH, attempt=1)
     session.add(job)
     session.flush()
     _enqueue(session, job, countdown_s=0)
     return job
+
+
+def job_by_idempotency_key(session: Session, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
 
 
 def get_job(session: Session, job_id: str) -> Job | None:

@@ -86,6 +86,8 @@ class Job(Base):
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
     # sha256 of what determines the artifact (model, recipe, data, queue): catalogs reuse a job that has it
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
+    # the client's Idempotency-Key: a retried submission finds this job instead of creating another
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     progress_message: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

@@ -5,15 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.deps import CeleryDep, JobDep, SessionDep, SessionFactoryDep, SettingsDep
-from api.errors import InvalidSource
+from api.errors import IdempotencyConflict, InvalidSource
 from api.model_config import ModelUnreadable, check_recipe_against_model
 from api.schemas import JobCreate, JobOut, JobPage, StageRunOut
 from compress.recipes import resolve_recipe
-from storage.jobs import create_job, list_jobs, request_cancel, stage_runs
+from storage.jobs import create_job, job_by_idempotency_key, job_fingerprint, list_jobs, request_cancel, stage_runs
 from storage.models import Job, JobStatus
 from storage.uris import SourceRejected, parse_source_uri
 from workers.outbox import relay_outbox
@@ -28,11 +29,29 @@ def job_out(session: Session, job: Job) -> JobOut:
     return out
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+    description="a client-chosen key: the same submission sent again with it returns the first job (200) "
+                "instead of creating another")]
+
+
+def _replayed(session: Session, job: Job, fingerprint: str, response: Response) -> JobOut:
+    """The job created earlier under the same key; a key reused for a different submission is an error."""
+    if job.fingerprint != fingerprint:
+        raise IdempotencyConflict(job.idempotency_key or "")
+    response.status_code = 200
+    response.headers["Idempotent-Replayed"] = "true"
+    return job_out(session, job)
+
+
 @router.post("", status_code=201, response_model=JobOut)
 def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep, settings: SettingsDep,
-               celery: CeleryDep) -> JobOut:
+               celery: CeleryDep, response: Response, idempotency_key: IdempotencyKey = None) -> JobOut:
     """Validate everything that can be checked before a worker sees the job, then enqueue it after commit."""
     recipe = resolve_recipe(preset=body.preset, recipe=body.recipe)
+    queue = "gpu" if body.device == "gpu" else "cpu"
+    fingerprint = job_fingerprint(model_uri=body.model_uri, recipe=recipe.model_dump(mode="json"), queue=queue,
+                                  calibration_uri=body.calibration_uri, eval_uri=body.eval_uri)
     sources = {}
     for field in ("model_uri", "calibration_uri", "eval_uri"):
         value = getattr(body, field)
@@ -45,10 +64,20 @@ def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep
         check_recipe_against_model(recipe, sources["model_uri"], settings)
     except ModelUnreadable as exc:
         raise InvalidSource("model_uri", exc) from exc
-    with session.begin():
-        job = create_job(session, model_uri=body.model_uri, recipe=recipe.model_dump(mode="json"),
-                         preset=body.preset, queue="gpu" if body.device == "gpu" else "cpu",
-                         calibration_uri=body.calibration_uri, eval_uri=body.eval_uri)
+    earlier = None
+    try:
+        with session.begin():
+            earlier = job_by_idempotency_key(session, idempotency_key) if idempotency_key else None
+            if earlier is None:
+                job = create_job(session, model_uri=body.model_uri, recipe=recipe.model_dump(mode="json"),
+                                 preset=body.preset, queue=queue, calibration_uri=body.calibration_uri,
+                                 eval_uri=body.eval_uri, idempotency_key=idempotency_key)
+    except IntegrityError:  # a concurrent request committed the same key a moment ago
+        earlier = job_by_idempotency_key(session, idempotency_key) if idempotency_key else None
+        if earlier is None:
+            raise
+    if earlier is not None:
+        return _replayed(session, earlier, fingerprint, response)
     try:
         relay_outbox(sessions, celery)
     except Exception:  # the job is committed; the maintenance loop relays it once the broker is back

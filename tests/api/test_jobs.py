@@ -100,3 +100,29 @@ def test_cancel_then_cancel_again_conflicts(client) -> None:
 def test_openapi_is_served(client) -> None:
     assert client.get("/docs").status_code == 200
     assert "/v1/jobs" in client.get("/openapi.json").json()["paths"]
+
+
+def test_an_idempotency_key_makes_a_resubmission_return_the_first_job(client, api_settings) -> None:
+    body = {"model_uri": MODEL_URI, "preset": "w4a16-rtn"}
+    first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-42"})
+    again = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "nightly-42"})
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"] and again.headers["Idempotent-Replayed"] == "true"
+    assert client.get("/v1/jobs").json()["total"] == 1
+    assert redis.Redis.from_url(api_settings.broker_url).llen("cpu") == 1
+    other = client.post("/v1/jobs", json={**body, "preset": "w8a16-rtn"}, headers={"Idempotency-Key": "nightly-42"})
+    assert other.status_code == 422 and _error_fields(other) == ["header.Idempotency-Key"]
+    assert client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "x" * 300}).status_code == 422
+    assert client.post("/v1/jobs", json=body).json()["id"] != first.json()["id"]  # no key: a new job
+
+
+def test_concurrent_submissions_with_one_key_create_one_job(client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"model_uri": MODEL_URI, "preset": "w4a16-rtn"}
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        responses = list(pool.map(lambda _: client.post("/v1/jobs", json=body, headers={"Idempotency-Key": "race"}),
+                                  range(6)))
+    assert {response.status_code for response in responses} <= {200, 201}
+    assert len({response.json()["id"] for response in responses}) == 1
+    assert client.get("/v1/jobs").json()["total"] == 1
