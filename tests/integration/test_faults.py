@@ -1,0 +1,136 @@
+"""kill -9 of the worker inside each stage, on real Postgres, Redis, moto's S3 server and worker processes.
+
+Each stage is killed at a random point (before or after its work, before the outcome is committed). The API's
+reaper sees the lease expire, queues the stage again under a new attempt, and a fresh worker finishes the job:
+every job must end succeeded, nothing may stay running, the published manifest must list each artifact once
+and match the artifact rows, and the killed attempt's stage run must be closed. The figures (time from the kill
+to the stage's next attempt and to the job's end) go to bench/results/faults-<date>.json."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shrinkray.migrate import upgrade_database
+from tests.conftest import REPO, SHARED_MODEL, temporary_postgres_database, temporary_redis_database
+from tests.fixtures.processes import ServiceProcess, free_port, wait_for_http
+from tests.integration.checkpoint_checks import download_artifacts
+
+pytestmark = pytest.mark.integration
+
+STAGES = ["fetch", "calibrate", "compress", "validate", "publish"]
+KILLS_PER_STAGE = 2
+STAGE_DELAY_S = 2.0
+LEASE_S = 3
+FAST_RECIPE = {"modifiers": [{"method": "rtn", "bits": 4, "group_size": 32}],
+               "calibration": {"samples": 4, "seq_len": 64}, "validation": {"seq_len": 64, "max_windows": 2}}
+
+
+class FaultStack:
+    """The API (with its reaper) and one slowed worker at a time, which the test kills and replaces."""
+
+    def __init__(self, env: dict[str, str], home: Path) -> None:
+        self.env, self.home = env, home
+        self.worker: ServiceProcess | None = None
+        self.workers_started = 0
+
+    def start_worker(self) -> None:
+        self.workers_started += 1
+        log = self.home / f"worker-{self.workers_started}.log"
+        self.worker = ServiceProcess(["worker", "--queues", "cpu"], self.env, log, module="tests.fixtures.slow_worker")
+
+
+@pytest.fixture(scope="module")
+def fault_stack(moto_s3, tmp_path_factory) -> Iterator[tuple[FaultStack, httpx.Client]]:
+    home = tmp_path_factory.mktemp("fault-stack")
+    with temporary_postgres_database() as database_url, temporary_redis_database() as broker_url:
+        upgrade_database(database_url)
+        env = {"SHRINKRAY_HOME": str(home), "SHRINKRAY_DATABASE_URL": database_url,
+               "SHRINKRAY_BROKER_URL": broker_url, "SHRINKRAY_ARTIFACT_URL": f"s3://{moto_s3.bucket}",
+               "SHRINKRAY_S3_ENDPOINT_URL": moto_s3.endpoint_url, "SHRINKRAY_S3_ACCESS_KEY_ID": "testing",
+               "SHRINKRAY_S3_SECRET_ACCESS_KEY": "testing", "SHRINKRAY_DEVICE": "cpu",
+               "SHRINKRAY_LEASE_S": str(LEASE_S), "SHRINKRAY_HEARTBEAT_S": "1", "SHRINKRAY_MAX_ATTEMPTS": "3",
+               "SHRINKRAY_TEST_STAGE_DELAY_S": str(STAGE_DELAY_S)}
+        port = free_port()
+        api = ServiceProcess(["serve", "--port", str(port)], env, home / "api.log")
+        stack = FaultStack(env, home)
+        try:
+            wait_for_http(f"http://127.0.0.1:{port}/healthz", api)
+            stack.start_worker()
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+                yield stack, client
+        finally:
+            api.stop()
+            if stack.worker is not None:
+                stack.worker.stop()
+
+
+def _wait(client: httpx.Client, job_id: str, until, timeout_s: float = 180) -> dict:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if until(job):
+            return job
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not get there in {timeout_s} s: {job}")
+
+
+def _kill_inside(stack: FaultStack, client: httpx.Client, stage: str, rng: random.Random,
+                 tmp_path: Path) -> dict:
+    response = client.post("/v1/jobs", json={"model_uri": SHARED_MODEL.as_uri(), "recipe": FAST_RECIPE})
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    _wait(client, job_id, lambda job: job["stage"] == stage and job["status"] == "running")
+    time.sleep(rng.uniform(0.1, STAGE_DELAY_S - 0.2))  # somewhere before, in or after the stage's own work
+    assert stack.worker is not None
+    stack.worker.kill()
+    killed = time.monotonic()
+    stack.start_worker()
+    retried = _wait(client, job_id, lambda job: job["stage"] != stage or job["attempt"] > 1
+                    or job["status"] in ("succeeded", "failed", "cancelled"))
+    retry_s = time.monotonic() - killed
+    job = _wait(client, job_id, lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    done_s = time.monotonic() - killed
+    assert job["status"] == "succeeded", (job, stack.worker.log_tail())
+    runs = [run for run in job["stages"] if run["stage"] == stage]
+    assert all(run["status"] != "running" and run["finished_at"] for run in job["stages"]), job["stages"]
+    if retried["stage"] == stage:  # killed before the stage committed: it ran again under attempt 2
+        assert [run["attempt"] for run in runs] == [1, 2] and runs[0]["status"] == "failed", runs
+        assert "stopped heartbeating" in runs[0]["error"]
+    manifest = download_artifacts(client, job_id, tmp_path / job_id)
+    listed = client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]
+    names = [item["name"] for item in listed]
+    assert len(names) == len(set(names)) and set(manifest["files"]) <= set(names)
+    return {"stage": stage, "attempts": len(runs), "seconds_to_next_attempt": round(retry_s, 2),
+            "seconds_to_succeeded": round(done_s, 2)}
+
+
+def test_kill_9_inside_every_stage_loses_nothing(fault_stack, tmp_path: Path) -> None:
+    stack, client = fault_stack
+    rng = random.Random(7)
+    figures = [_kill_inside(stack, client, stage, rng, tmp_path) for stage in STAGES
+               for _ in range(KILLS_PER_STAGE)]
+    jobs = client.get("/v1/jobs", params={"limit": 100}).json()["items"]
+    summary = {
+        "kills": len(figures), "jobs": len(jobs),
+        "succeeded": sum(job["status"] == "succeeded" for job in jobs),
+        "stuck": sum(job["status"] in ("queued", "running") for job in jobs),
+        "lost_or_failed": sum(job["status"] in ("failed", "cancelled") for job in jobs),
+    }
+    assert summary == {"kills": len(figures), "jobs": len(figures), "succeeded": len(figures), "stuck": 0,
+                       "lost_or_failed": 0}
+    result = {"suite": "kill -9 of the worker inside each stage", "date": datetime.datetime.now(
+        datetime.UTC).isoformat(timespec="seconds"), "lease_s": LEASE_S, "reaper_interval_s": 2.0,
+              "stage_delay_s": STAGE_DELAY_S, "summary": summary, "kills": figures}
+    out = REPO / "bench" / "results" / f"faults-kill9-{result['date'][:10]}.json"
+    out.write_text(json.dumps(result, indent=2))
+    for f in figures:
+        print(f"{f['stage']:<10} attempts {f['attempts']}  next attempt after {f['seconds_to_next_attempt']:5.1f} s  "
+              f"succeeded after {f['seconds_to_succeeded']:5.1f} s")
