@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import json
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,8 @@ STAGES = ["fetch", "calibrate", "compress", "validate", "publish"]
 KILLS_PER_STAGE = 2
 STAGE_DELAY_S = 2.0
 LEASE_S = 3
+MAX_ATTEMPTS = 3
+POISON = "poison-model"
 FAST_RECIPE = {"modifiers": [{"method": "rtn", "bits": 4, "group_size": 32}],
                "calibration": {"samples": 4, "seq_len": 64}, "validation": {"seq_len": 64, "max_windows": 2}}
 
@@ -56,8 +59,9 @@ def fault_stack(moto_s3, tmp_path_factory) -> Iterator[tuple[FaultStack, httpx.C
                "SHRINKRAY_BROKER_URL": broker_url, "SHRINKRAY_ARTIFACT_URL": f"s3://{moto_s3.bucket}",
                "SHRINKRAY_S3_ENDPOINT_URL": moto_s3.endpoint_url, "SHRINKRAY_S3_ACCESS_KEY_ID": "testing",
                "SHRINKRAY_S3_SECRET_ACCESS_KEY": "testing", "SHRINKRAY_DEVICE": "cpu",
-               "SHRINKRAY_LEASE_S": str(LEASE_S), "SHRINKRAY_HEARTBEAT_S": "1", "SHRINKRAY_MAX_ATTEMPTS": "3",
-               "SHRINKRAY_TEST_STAGE_DELAY_S": str(STAGE_DELAY_S)}
+               "SHRINKRAY_LEASE_S": str(LEASE_S), "SHRINKRAY_HEARTBEAT_S": "1",
+               "SHRINKRAY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+               "SHRINKRAY_TEST_STAGE_DELAY_S": str(STAGE_DELAY_S), "SHRINKRAY_TEST_POISON_MARKER": POISON}
         port = free_port()
         api = ServiceProcess(["serve", "--port", str(port)], env, home / "api.log")
         stack = FaultStack(env, home)
@@ -134,3 +138,32 @@ def test_kill_9_inside_every_stage_loses_nothing(fault_stack, tmp_path: Path) ->
     for f in figures:
         print(f"{f['stage']:<10} attempts {f['attempts']}  next attempt after {f['seconds_to_next_attempt']:5.1f} s  "
               f"succeeded after {f['seconds_to_succeeded']:5.1f} s")
+
+
+def test_a_job_that_crashes_its_worker_fails_after_bounded_attempts_and_others_go_on(fault_stack,
+                                                                                  tmp_path: Path) -> None:
+    """Its compress stage kills the pool process every time; Celery's worker replaces the process, the reaper
+    retries the stage, and after the last attempt the job fails with the reason while a healthy job submitted
+    behind it completes."""
+    stack, client = fault_stack
+    poison_dir = tmp_path / POISON
+    shutil.copytree(SHARED_MODEL, poison_dir)
+    started = time.monotonic()
+    poison = client.post("/v1/jobs", json={"model_uri": poison_dir.as_uri(), "recipe": FAST_RECIPE}).json()
+    healthy = client.post("/v1/jobs", json={"model_uri": SHARED_MODEL.as_uri(), "recipe": FAST_RECIPE}).json()
+    healthy = _wait(client, healthy["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    healthy_s = time.monotonic() - started
+    poison = _wait(client, poison["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    poison_s = time.monotonic() - started
+    assert healthy["status"] == "succeeded", healthy
+    assert poison["status"] == "failed" and "stopped heartbeating" in poison["error"], poison
+    compress_runs = [run for run in poison["stages"] if run["stage"] == "compress"]
+    assert [run["attempt"] for run in compress_runs] == list(range(1, MAX_ATTEMPTS + 1))
+    assert stack.worker is not None and stack.worker.alive()  # the worker itself survived every crash
+    result = {"suite": "a job whose compress stage crashes its worker process every time",
+              "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"), "lease_s": LEASE_S,
+              "max_attempts": MAX_ATTEMPTS, "poison_attempts": len(compress_runs), "poison_failed_after_s": poison_s,
+              "healthy_job_succeeded_after_s": healthy_s, "worker_survived": True}
+    (REPO / "bench" / "results" / f"faults-poison-{result['date'][:10]}.json").write_text(json.dumps(result, indent=2))
+    print(f"\npoison job failed after {len(compress_runs)} attempts in {poison_s:.1f} s; "
+          f"the healthy job behind it succeeded in {healthy_s:.1f} s")
