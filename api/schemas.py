@@ -187,3 +187,34 @@ class CatalogPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+# Pages further than this are refused (422), not passed to the database (whose OFFSET is a bigint).
+MAX_OFFSET = 10**9
+
+
+class Problem(BaseModel):
+    """An error that is not about one field: the job or catalog does not exist, or is in the wrong state."""
+
+    detail: str
+
+
+class FieldProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class FieldProblems(BaseModel):
+    """A request refused because of named fields (the shape FastAPI uses for validation errors)."""
+
+    detail: list[FieldProblem]
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error codes a route can answer with."""
+    described = {404: "no such job or catalog", 409: "not possible in the current state",
+                 413: "the request body is too large", 415: "unsupported content type",
+                 422: "a field (named in loc) is invalid"}
+    return {code: {"model": FieldProblems if code in (413, 415, 422) else Problem, "description": described[code]}
+            for code in codes}

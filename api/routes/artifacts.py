@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from api.deps import JobDep, SessionDep, SettingsDep, StoreDep
-from api.schemas import ArtifactList, ArtifactOut
+from api.schemas import ArtifactList, ArtifactOut, problems
 from storage.jobs import job_artifacts
 from storage.models import JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
 
 
-@router.get("/{job_id}/artifacts", response_model=ArtifactList)
+@router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=problems(404, 409))
 def list_artifacts(job: JobDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> ArtifactList:
     """Only a succeeded job has artifacts: its manifest is committed and the database row points at it."""
     if job.status != JobStatus.SUCCEEDED:

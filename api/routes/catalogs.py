@@ -19,7 +19,7 @@ from api.catalog_view import catalog_out, catalog_summary
 from api.deps import CeleryDep, SessionDep, SessionFactoryDep, SettingsDep
 from api.errors import field_error
 from api.model_config import ModelUnreadable, read_model_config
-from api.schemas import CatalogCreate, CatalogOut, CatalogPage
+from api.schemas import MAX_OFFSET, CatalogCreate, CatalogOut, CatalogPage, problems
 from compress.errors import RecipeError
 from compress.recipes import Recipe, resolve_recipe, validate_recipe_for_model
 from shrinkray.settings import Settings
@@ -141,7 +141,7 @@ _BODY = {"requestBody": {"required": True, "content": {
 }}}
 
 
-@router.post("", status_code=201, response_model=CatalogOut, openapi_extra=_BODY)
+@router.post("", status_code=201, response_model=CatalogOut, openapi_extra=_BODY, responses=problems(413, 415, 422))
 async def submit_catalog(request: Request, session: SessionDep, sessions: SessionFactoryDep, settings: SettingsDep,
                          celery: CeleryDep) -> CatalogOut:
     """Validate the whole catalog, then create (or reuse) one job per pair and enqueue the new ones."""
@@ -170,19 +170,19 @@ def _relay(sessions, celery) -> None:  # type: ignore[no-untyped-def]
 
 @router.get("", response_model=CatalogPage)
 def get_catalogs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> CatalogPage:
+                 offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> CatalogPage:
     catalogs, total = list_catalogs(session, limit=limit, offset=offset)
     cells = cells_of_catalogs(session, [catalog.id for catalog in catalogs])
     return CatalogPage(items=[catalog_summary(c, cells.get(c.id, [])) for c in catalogs], total=total,
                        limit=limit, offset=offset)
 
 
-@router.get("/{catalog_id}", response_model=CatalogOut)
+@router.get("/{catalog_id}", response_model=CatalogOut, responses=problems(404))
 def get_catalog(catalog: CatalogDep, session: SessionDep) -> CatalogOut:
     return catalog_out(catalog, catalog_cells(session, catalog.id))
 
 
-@router.post("/{catalog_id}/retry", response_model=CatalogOut)
+@router.post("/{catalog_id}/retry", response_model=CatalogOut, responses=problems(404))
 def retry_catalog(catalog: CatalogDep, session: SessionDep, sessions: SessionFactoryDep,
                   celery: CeleryDep) -> CatalogOut:
     """A new job for every failed or cancelled pair."""
@@ -192,7 +192,7 @@ def retry_catalog(catalog: CatalogDep, session: SessionDep, sessions: SessionFac
     return catalog_out(catalog, catalog_cells(session, catalog.id))
 
 
-@router.post("/{catalog_id}/cancel", response_model=CatalogOut)
+@router.post("/{catalog_id}/cancel", response_model=CatalogOut, responses=problems(404))
 def cancel(catalog: CatalogDep, session: SessionDep) -> CatalogOut:
     """Cancel the unfinished jobs this catalog created; jobs it reused from earlier submissions carry on."""
     cancel_catalog(session, catalog.id)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.deps import CeleryDep, JobDep, SessionDep, SessionFactoryDep, SettingsDep
 from api.errors import IdempotencyConflict, InvalidSource
 from api.model_config import ModelUnreadable, check_recipe_against_model
-from api.schemas import JobCreate, JobOut, JobPage, StageRunOut
+from api.schemas import MAX_OFFSET, JobCreate, JobOut, JobPage, StageRunOut, problems
 from compress.recipes import resolve_recipe
 from storage.jobs import create_job, job_by_idempotency_key, job_fingerprint, list_jobs, request_cancel, stage_runs
 from storage.models import Job, JobStatus
@@ -90,17 +90,17 @@ def get_jobs(session: SessionDep, status: Annotated[JobStatus | None, Query()] =
              catalog_id: Annotated[str | None, Query(pattern=r"^[0-9a-f-]{36}$",
                                                      description="only the jobs of this catalog")] = None,
              limit: Annotated[int, Query(ge=1, le=500)] = 50,
-             offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
+             offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> JobPage:
     jobs, total = list_jobs(session, status=status, limit=limit, offset=offset, catalog_id=catalog_id)
     return JobPage(items=[JobOut.model_validate(job) for job in jobs], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=problems(404))
 def get_job(job: JobDep, session: SessionDep) -> JobOut:
     return job_out(session, job)
 
 
-@router.post("/{job_id}/cancel", response_model=JobOut)
+@router.post("/{job_id}/cancel", response_model=JobOut, responses=problems(404, 409))
 def cancel_job(job: JobDep, session: SessionDep) -> JobOut:
     if JobStatus(job.status).terminal:
         raise HTTPException(status_code=409, detail=f"job {job.id} already ended as {job.status}")
