@@ -6,8 +6,10 @@ bad one is rejected at submission with the field that is wrong, never half-way t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+import threading
 from typing import Annotated, ClassVar, Literal, Union
 
 import torch
@@ -251,22 +253,32 @@ def _parse(text: str) -> object:
 def linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
     """(in_features, out_features) of every Linear, by name: the architecture built on the meta device from
     config.json alone, so any model transformers knows is checked without reading a weight."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     if config.get("auto_map"):
         raise RecipeError("model", "config.json asks for remote code (auto_map); it is never run")
+    return {name: (fan_in, fan_out) for name, fan_in, fan_out in _linear_shapes(json.dumps(config, sort_keys=True))}
+
+
+# transformers builds a model under torch's process-wide default dtype, set and restored around the build; two
+# threads of the API interleaving that would leave the wrong default behind (seen: bf16 after concurrent
+# submissions), so builds take turns. Catalogs check many recipes against one config: the shapes are cached.
+_BUILD_LOCK = threading.Lock()
+
+
+@functools.lru_cache(maxsize=64)
+def _linear_shapes(config_json: str) -> tuple[tuple[str, int, int], ...]:
+    config = json.loads(config_json)
     try:
-        fields = {key: value for key, value in config.items() if key != "model_type"}
-        model_config = AutoConfig.for_model(str(config.get("model_type")), **fields)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(model_config)
+        with _BUILD_LOCK:  # transformers' lazy first import is not thread-safe either
+            from transformers import AutoConfig, AutoModelForCausalLM
+
+            fields = {key: value for key, value in config.items() if key != "model_type"}
+            model_config = AutoConfig.for_model(str(config.get("model_type")), **fields)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(model_config, dtype=torch.float32)
     except (ValueError, KeyError, TypeError) as exc:
         raise RecipeError("model", f"transformers cannot build this architecture: {exc}") from exc
-    return {
-        name: (module.in_features, module.out_features)
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear)
-    }
+    return tuple((name, module.in_features, module.out_features)
+                 for name, module in model.named_modules() if isinstance(module, nn.Linear))
 
 
 def _matches(name: str, patterns: list[str]) -> bool:

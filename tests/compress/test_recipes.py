@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 
 from compress.errors import RecipeError
@@ -147,3 +148,19 @@ def test_a_later_modifier_overrides_the_layers_it_names() -> None:
     with pytest.raises(RecipeError) as caught:
         assign_layers(shadowed, names)
     assert caught.value.field == "recipe.modifiers.0.targets"
+
+
+def test_concurrent_architecture_checks_leave_torch_default_dtype_alone() -> None:
+    """transformers sets torch's process-wide default dtype around a build; the API checks submissions from
+    several threads at once, which once left bfloat16 behind for everything that ran after."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from compress.recipes import _linear_shapes, linear_shapes
+
+    base = json.loads((SHARED_MODEL / "config.json").read_text())
+    configs = [{**base, "intermediate_size": 512 + 64 * i, "dtype": "bfloat16"} for i in range(12)]
+    _linear_shapes.cache_clear()
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        shapes = list(pool.map(linear_shapes, configs))
+    assert torch.get_default_dtype() == torch.float32
+    assert [s["model.layers.0.mlp.up_proj"][1] for s in shapes] == [512 + 64 * i for i in range(12)]
