@@ -17,6 +17,9 @@ def format_report(report: dict[str, Any]) -> str:
         ("size after", _mib(size.get("after"))),
         ("compression ratio", f"{size['ratio']:.2f}x" if "ratio" in size else "-"),
     ]
+    speed = report.get("speed")
+    if speed is not None:
+        rows.append(("decode speedup", _speed(speed)))
     for stage, seconds in (report.get("stage_seconds") or {}).items():
         rows.append((f"{stage} time", f"{seconds:.1f} s"))
     width = max(len(name) for name, _ in rows)
@@ -29,3 +32,11 @@ def _num(value: float | None) -> str:
 
 def _mib(value: int | None) -> str:
     return "-" if value is None else f"{value / 2**20:.2f} MiB"
+
+
+def _speed(speed: dict[str, Any]) -> str:
+    """'2.10x at batch 1, 1.30x at batch 16 (NVIDIA H100)', or why it was not measured."""
+    if not speed.get("measured"):
+        return f"not measured: {speed.get('reason', 'no reason given')}"
+    rows = ", ".join(f"{row['speedup']:.2f}x at batch {row['batch']}" for row in speed.get("rows", []))
+    return f"{rows} ({speed.get('device', 'GPU')})"

@@ -105,9 +105,10 @@ def _kill_inside(stack: FaultStack, client: httpx.Client, stage: str, rng: rando
     assert job["status"] == "succeeded", (job, stack.worker.log_tail())
     runs = [run for run in job["stages"] if run["stage"] == stage]
     assert all(run["status"] != "running" and run["finished_at"] for run in job["stages"]), job["stages"]
-    if retried["stage"] == stage:  # killed before the stage committed: it ran again under attempt 2
-        assert [run["attempt"] for run in runs] == [1, 2] and runs[0]["status"] == "failed", runs
-        assert "stopped heartbeating" in runs[0]["error"]
+    if retried["stage"] == stage:  # killed before the stage committed: it ran again under a later attempt
+        assert [run["attempt"] for run in runs] == list(range(1, len(runs) + 1)) and len(runs) >= 2, runs
+        assert runs[0]["status"] == "failed" and "stopped heartbeating" in runs[0]["error"], runs
+        assert runs[-1]["status"] == "succeeded", runs
     manifest = download_artifacts(client, job_id, tmp_path / job_id)
     listed = client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]
     names = [item["name"] for item in listed]
