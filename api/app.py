@@ -11,7 +11,9 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 import shrinkray
+from api.body_limit import BodySizeLimit
 from api.errors import install_error_handlers
+from api.rate_limit import rate_limiter
 from api.routes import artifacts, catalogs, health, jobs
 from shrinkray.services import artifact_store, session_factory
 from shrinkray.settings import Settings
@@ -42,6 +44,8 @@ def create_app(settings: Settings | None = None, *, run_maintenance: bool = True
     app.state.sessions = session_factory(settings)
     app.state.store = artifact_store(settings)
     app.state.celery = create_celery(settings)
+    app.state.rate_limiter = rate_limiter(settings)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     for module in (jobs, catalogs, artifacts, health):
         app.include_router(module.router)

@@ -213,7 +213,8 @@ class FieldProblems(BaseModel):
 
 def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` for the error codes a route can answer with."""
-    described = {404: "no such job or catalog", 409: "not possible in the current state",
+    described = {401: "no API key, or one that is not valid", 429: "too many requests with this key (Retry-After)",
+                 404: "no such job or catalog", 409: "not possible in the current state",
                  413: "the request body is too large", 415: "unsupported content type",
                  422: "a field (named in loc) is invalid"}
     return {code: {"model": FieldProblems if code in (413, 415, 422) else Problem, "description": described[code]}

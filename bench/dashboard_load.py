@@ -104,7 +104,8 @@ def main() -> None:
         fill_s = time.perf_counter() - started
         home = Path(tempfile.mkdtemp(prefix="shrinkray-load-"))
         env = {**os.environ, "SHRINKRAY_HOME": str(home), "SHRINKRAY_DATABASE_URL": database_url,
-               "SHRINKRAY_BROKER_URL": broker_url, "SHRINKRAY_ARTIFACT_URL": (home / "artifacts").as_uri()}
+               "SHRINKRAY_BROKER_URL": broker_url, "SHRINKRAY_ARTIFACT_URL": (home / "artifacts").as_uri(),
+               "SHRINKRAY_AUTH_REQUIRED": "false"}
         port = free_port()
         api = ServiceProcess(["serve", "--port", str(port)], env, home / "api.log")
         try:

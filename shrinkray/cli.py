@@ -17,11 +17,13 @@ import typer
 from shrinkray.catalog_view import format_catalog, read_catalog_file
 from shrinkray.children import spawn_cli
 from shrinkray.client import ApiError, ShrinkrayClient
+from shrinkray.keys_cli import keys_app
 from shrinkray.report_view import format_report
 from shrinkray.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Compress large language models: as a library, as a service, or against a running API.")
+app.add_typer(keys_app, name="keys")
 
 RecipeOption = Annotated[str, typer.Option("--recipe", "-r", help="preset name (e.g. w4a16-rtn) or a YAML/JSON file")]
 
@@ -29,6 +31,11 @@ RecipeOption = Annotated[str, typer.Option("--recipe", "-r", help="preset name (
 def _fail(message: str, code: int = 1) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(code)
+
+
+def _api_client() -> ShrinkrayClient:
+    settings = Settings()
+    return ShrinkrayClient(settings.api_url, api_key=settings.api_key)
 
 
 def _recipe_arguments(recipe: str) -> dict[str, object]:
@@ -134,7 +141,7 @@ def submit(
     wait: Annotated[bool, typer.Option(help="wait for the job and print its report")] = False,
 ) -> None:
     """Submit a compression job to a running API."""
-    client = ShrinkrayClient(Settings().api_url)
+    client = _api_client()
     if "://" not in model_uri:
         model_uri = Path(model_uri).resolve().as_uri()
     try:
@@ -151,7 +158,7 @@ def submit(
 def status(job_id: Annotated[str | None, typer.Argument(help="a job id; all recent jobs if omitted")] = None,
            watch: Annotated[bool, typer.Option(help="follow the job until it ends")] = False) -> None:
     """Show one job (with --watch, follow it) or the most recent jobs."""
-    client = ShrinkrayClient(Settings().api_url)
+    client = _api_client()
     try:
         if job_id is None:
             for job in client.jobs()["items"]:
@@ -181,7 +188,7 @@ def catalog_submit(
         document = read_catalog_file(path)
     except ValueError as exc:
         raise _fail(str(exc), 2) from exc
-    client = ShrinkrayClient(Settings().api_url)
+    client = _api_client()
     try:
         catalog = client.submit_catalog(document)
         typer.echo(catalog["id"])
@@ -197,7 +204,7 @@ def catalog_status(
     watch: Annotated[bool, typer.Option(help="show a progress bar until every pair has ended")] = False,
 ) -> None:
     """The catalog's progress, its results table and each model's recommended artifact."""
-    client = ShrinkrayClient(Settings().api_url)
+    client = _api_client()
     try:
         catalog = client.wait_catalog(catalog_id) if watch else client.catalog(catalog_id)
     except ApiError as exc:

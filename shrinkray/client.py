@@ -14,9 +14,10 @@ class ApiError(RuntimeError):
 
 
 class ShrinkrayClient:
-    def __init__(self, base_url: str, timeout_s: float = 30.0) -> None:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 30.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout_s, headers=headers)
 
     def submit(self, **body: Any) -> dict[str, Any]:
         return self._call("POST", "/v1/jobs", json={k: v for k, v in body.items() if v is not None})
@@ -80,6 +81,9 @@ class ShrinkrayClient:
         except httpx.TransportError as exc:
             raise ApiError(f"cannot reach the Shrinkray API at {self.base_url} ({exc}); "
                            "start one with `shrinkray up` or set SHRINKRAY_API_URL") from exc
+        if response.status_code == 401:
+            raise ApiError(f"{method} {path} -> 401: {_describe(response)} (set SHRINKRAY_API_KEY to a key from "
+                           "`shrinkray keys create`)")
         if response.status_code >= 400:
             raise ApiError(f"{method} {path} -> {response.status_code}: {_describe(response)}")
         return response.json()

@@ -31,20 +31,31 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     cache_dir: Path | None = None
-    model_roots: Annotated[list[Path], NoDecode] = Field(
-        default_factory=list, description="file:// models must lie under one"
+    model_roots: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="file:// models must lie under one; '{tenant}' is the tenant's name"
     )
     model_buckets: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="s3:// models must be in one"
+        default_factory=list, description="s3:// models must be in one: 'bucket' or 'bucket/prefix/{tenant}'"
     )
     api_url: str = "http://127.0.0.1:8000"
-    presign_expiry_s: int = 900
+    api_key: str | None = Field(None, description="the key the CLI sends (Authorization: Bearer)")
+    auth_required: bool | None = Field(
+        None, description="requests need an API key and see only their tenant's rows; unset: required unless the "
+                          "database is SQLite (the embedded single-user mode)")
+    rate_limit_requests: int = Field(1200, ge=0, description="requests per key per window (0: no limit)")
+    rate_limit_window_s: int = Field(60, ge=1)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest request body the API reads")
+    presign_expiry_s: int = Field(900, ge=60, le=24 * 3600, description="lifetime of artifact download URLs")
     stage_soft_time_limit_s: int = 3 * 3600
     stage_hard_time_limit_s: int = 3 * 3600 + 300
     lease_s: int = 120
     heartbeat_s: int = 20
-    max_attempts: int = 3
-    retry_backoff_s: int = 5
+    max_attempts: int = Field(3, ge=1, description="attempts of a stage whose worker crashed or went silent")
+    outage_max_attempts: int = Field(
+        8, ge=1, description="attempts of a stage that failed because the store, database or broker was down "
+                             "(with the backoff below: about ten minutes of outage before the job fails)")
+    retry_backoff_s: int = Field(5, ge=0, description="wait before the 2nd attempt, doubled for each later one")
+    retry_backoff_max_s: int = Field(300, ge=0)
     device: str = "auto"
     catalog_max_pairs: int = Field(500, description="models x recipes one catalog may hold")
     catalog_max_bytes: int = Field(1024 * 1024, description="largest catalog document accepted")
@@ -68,6 +79,8 @@ class Settings(BaseSettings):
             self.artifact_url = (home / "artifacts").as_uri()
         if self.cache_dir is None:
             self.cache_dir = home / "cache"
+        if self.auth_required is None:
+            self.auth_required = not self.database_url.startswith("sqlite")
         if self.stage_soft_time_limit_s >= self.stage_hard_time_limit_s:
             raise ValueError("stage_soft_time_limit_s must be below stage_hard_time_limit_s")
         return self

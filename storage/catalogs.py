@@ -31,27 +31,29 @@ class CatalogPair:
     eval_uri: str | None
 
 
-def _reusable_job(session: Session, fingerprint: str) -> Job | None:
-    """The newest job with this fingerprint that succeeded (preferred) or is still queued or running."""
-    jobs = session.scalars(select(Job).where(Job.fingerprint == fingerprint, Job.status.in_(REUSABLE))
+def _reusable_job(session: Session, tenant_id: str, fingerprint: str) -> Job | None:
+    """The tenant's newest job with this fingerprint that succeeded (preferred) or is still queued or running;
+    never another tenant's, whose artifacts this tenant may not read."""
+    jobs = session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.fingerprint == fingerprint,
+                                             Job.status.in_(REUSABLE))
                            .order_by(Job.created_at.desc())).all()
     succeeded = [job for job in jobs if job.status == JobStatus.SUCCEEDED]
     return (succeeded or jobs or [None])[0]
 
 
-def create_catalog(session: Session, *, name: str | None, tolerance_pct: float, spec: dict[str, Any],
-                   pairs: list[CatalogPair]) -> Catalog:
+def create_catalog(session: Session, *, tenant_id: str, name: str | None, tolerance_pct: float,
+                   spec: dict[str, Any], pairs: list[CatalogPair]) -> Catalog:
     """The catalog, its entries and the new jobs' outbox rows, in the caller's transaction."""
-    catalog = Catalog(name=name, tolerance_pct=tolerance_pct, spec=spec)
+    catalog = Catalog(tenant_id=tenant_id, name=name, tolerance_pct=tolerance_pct, spec=spec)
     session.add(catalog)
     session.flush()
     for pair in pairs:
         fields = {"model_uri": pair.model_uri, "recipe": pair.recipe, "queue": pair.queue,
                   "calibration_uri": pair.calibration_uri, "eval_uri": pair.eval_uri}
-        job = _reusable_job(session, job_fingerprint(**fields))
+        job = _reusable_job(session, tenant_id, job_fingerprint(**fields))
         reused = job is not None
         if job is None:
-            job = create_job(session, preset=pair.preset, **fields)
+            job = create_job(session, tenant_id=tenant_id, preset=pair.preset, **fields)
         session.add(CatalogEntry(catalog_id=catalog.id, model_index=pair.model_index,
                                  recipe_index=pair.recipe_index, model_name=pair.model_name,
                                  recipe_name=pair.recipe_name, job_id=job.id, reused=reused))
@@ -74,10 +76,10 @@ def cells_of_catalogs(session: Session, catalog_ids: list[str]) -> dict[str, lis
     return cells
 
 
-def list_catalogs(session: Session, *, limit: int, offset: int) -> tuple[list[Catalog], int]:
-    total = session.scalar(select(func.count()).select_from(Catalog)) or 0
-    rows = session.scalars(select(Catalog).order_by(Catalog.created_at.desc(), Catalog.id)
-                           .limit(limit).offset(offset)).all()
+def list_catalogs(session: Session, *, tenant_id: str, limit: int, offset: int) -> tuple[list[Catalog], int]:
+    total = session.scalar(select(func.count()).select_from(Catalog).where(Catalog.tenant_id == tenant_id)) or 0
+    rows = session.scalars(select(Catalog).where(Catalog.tenant_id == tenant_id)
+                           .order_by(Catalog.created_at.desc(), Catalog.id).limit(limit).offset(offset)).all()
     return list(rows), total
 
 
@@ -86,8 +88,9 @@ def retry_failed_cells(session: Session, catalog_id: str) -> int:
     retried = 0
     for entry, job in catalog_cells(session, catalog_id):
         if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
-            fresh = create_job(session, model_uri=job.model_uri, recipe=job.recipe, preset=job.preset,
-                               queue=job.queue, calibration_uri=job.calibration_uri, eval_uri=job.eval_uri)
+            fresh = create_job(session, tenant_id=job.tenant_id, model_uri=job.model_uri, recipe=job.recipe,
+                               preset=job.preset, queue=job.queue, calibration_uri=job.calibration_uri,
+                               eval_uri=job.eval_uri)
             entry.job_id, entry.reused = fresh.id, False
             retried += 1
     session.flush()

@@ -25,13 +25,13 @@ def job_fingerprint(*, model_uri: str, recipe: dict[str, Any], queue: str, calib
     return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def create_job(session: Session, *, model_uri: str, recipe: dict[str, Any], preset: str | None,
-               queue: str, calibration_uri: str | None = None, eval_uri: str | None = None,
+def create_job(session: Session, *, tenant_id: str, model_uri: str, recipe: dict[str, Any],
+               preset: str | None, queue: str, calibration_uri: str | None = None, eval_uri: str | None = None,
                idempotency_key: str | None = None) -> Job:
     """Insert the job and the outbox row for its first stage in the same transaction."""
     fingerprint = job_fingerprint(model_uri=model_uri, recipe=recipe, queue=queue,
                                   calibration_uri=calibration_uri, eval_uri=eval_uri)
-    job = Job(model_uri=model_uri, recipe=recipe, preset=preset, queue=queue, outputs={},
+    job = Job(tenant_id=tenant_id, model_uri=model_uri, recipe=recipe, preset=preset, queue=queue, outputs={},
               calibration_uri=calibration_uri, eval_uri=eval_uri, fingerprint=fingerprint,
               idempotency_key=idempotency_key, status=JobStatus.QUEUED, stage=Stage.FETCH, attempt=1)
     session.add(job)
@@ -40,17 +40,13 @@ def create_job(session: Session, *, model_uri: str, recipe: dict[str, Any], pres
     return job
 
 
-def job_by_idempotency_key(session: Session, key: str) -> Job | None:
-    return session.scalars(select(Job).where(Job.idempotency_key == key)).first()
+def job_by_idempotency_key(session: Session, tenant_id: str, key: str) -> Job | None:
+    return session.scalars(select(Job).where(Job.tenant_id == tenant_id, Job.idempotency_key == key)).first()
 
 
-def get_job(session: Session, job_id: str) -> Job | None:
-    return session.get(Job, job_id)
-
-
-def list_jobs(session: Session, *, status: str | None, limit: int, offset: int,
+def list_jobs(session: Session, *, tenant_id: str, status: str | None, limit: int, offset: int,
               catalog_id: str | None = None) -> tuple[list[Job], int]:
-    query = select(Job)
+    query = select(Job).where(Job.tenant_id == tenant_id)
     if status:
         query = query.where(Job.status == status)
     if catalog_id:
@@ -146,17 +142,26 @@ def complete_stage(session: Session, job_id: str, stage: str, attempt: int, work
 
 
 def fail_stage(session: Session, job: Job, error: str, *, retry: bool, max_attempts: int,
-               backoff_s: int) -> None:
-    """Retry a transient failure with a new attempt number (the fencing token), or fail the job."""
+               backoff_s: int, backoff_max_s: int = 300) -> None:
+    """Retry a transient failure with a new attempt number (the fencing token) after an exponential backoff
+    (capped), or fail the job."""
     _close_run(session, job, JobStatus.FAILED, error=error)
     if retry and job.attempt < max_attempts:
         job.attempt += 1
         job.status = JobStatus.QUEUED
         job.lease_owner = job.lease_expires_at = None
         job.progress_message = f"{job.stage}: retrying (attempt {job.attempt}) after: {error}"
-        _enqueue(session, job, countdown_s=backoff_s * 2 ** (job.attempt - 2))
+        _enqueue(session, job, countdown_s=min(backoff_s * 2 ** (job.attempt - 2), backoff_max_s))
         return
     _finish(job, JobStatus.FAILED, error=f"{job.stage}: {error}")
+
+
+def resend_queued(session: Session) -> int:
+    """A new outbox row for every queued job's current stage and attempt (after the broker lost its messages)."""
+    jobs = list(session.scalars(select(Job).where(Job.status == JobStatus.QUEUED).with_for_update(skip_locked=True)))
+    for job in jobs:
+        _enqueue(session, job, countdown_s=0)
+    return len(jobs)
 
 
 def cancel_stage(session: Session, job: Job) -> None:

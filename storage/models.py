@@ -1,4 +1,5 @@
-"""Metadata tables: jobs, the runs of their stages, the artifacts they published, and the outbox.
+"""Metadata tables: tenants and their API keys, jobs, the runs of their stages, the artifacts they published,
+the outbox and catalogs.
 
 Postgres is the source of truth for job state; Celery only delivers "job X, stage Y, attempt N".
 """
@@ -17,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -69,12 +71,46 @@ class Stage(enum.StrEnum):
         return order[position + 1] if position + 1 < len(order) else None
 
 
+# The tenant of a deployment without API keys (the embedded mode), and of rows made before tenants existed.
+DEFAULT_TENANT_ID = "00000000-0000-0000-0000-000000000000"
+
+
+class Tenant(Base):
+    """A team: it sees only its own jobs, catalogs and artifacts."""
+
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    """A key a tenant authenticates with. Only its sha256 is kept; `prefix` finds the row without scanning."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16), unique=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+
 class Job(Base):
     """One model compressed by one recipe; `stage` and `attempt` fence every worker write."""
 
     __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_id_idempotency_key"),
+        Index("ix_jobs_tenant_id_created_at", "tenant_id", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), default=DEFAULT_TENANT_ID,
+                                           server_default=DEFAULT_TENANT_ID)
     status: Mapped[str] = mapped_column(String(16), index=True, default=JobStatus.QUEUED)
     stage: Mapped[str] = mapped_column(String(16), default=Stage.FETCH)
     attempt: Mapped[int] = mapped_column(Integer, default=1)
@@ -86,8 +122,8 @@ class Job(Base):
     recipe: Mapped[dict[str, Any]] = mapped_column(JSON)
     # sha256 of what determines the artifact (model, recipe, data, queue): catalogs reuse a job that has it
     fingerprint: Mapped[str | None] = mapped_column(String(64), index=True)
-    # the client's Idempotency-Key: a retried submission finds this job instead of creating another
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    # the client's Idempotency-Key (unique per tenant): a retried submission finds this job instead of another
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     progress_message: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
@@ -152,8 +188,11 @@ class Catalog(Base):
     """Models x recipes submitted in one request; each pair is a job (possibly shared with earlier catalogs)."""
 
     __tablename__ = "catalogs"
+    __table_args__ = (Index("ix_catalogs_tenant_id_created_at", "tenant_id", "created_at"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), default=DEFAULT_TENANT_ID,
+                                           server_default=DEFAULT_TENANT_ID)
     name: Mapped[str | None] = mapped_column(String(200))
     tolerance_pct: Mapped[float] = mapped_column(Float, default=3.0)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -27,6 +27,20 @@ REDIS_URL = os.environ.get("SHRINKRAY_TEST_REDIS", "redis://127.0.0.1:6379")
 pytest_plugins = ["tests.fixtures.s3"]
 
 
+def model_stub(path: Path, **config_overrides: object) -> Path:
+    """A directory the API accepts at submission (the shared model's config.json, a one-tensor safetensors
+    file) without the cost of real weights; no worker can run it."""
+    import json
+
+    from safetensors.torch import save_file
+
+    path.mkdir(parents=True, exist_ok=True)
+    config = {**json.loads((SHARED_MODEL / "config.json").read_text()), **config_overrides}
+    (path / "config.json").write_text(json.dumps(config))
+    save_file({"stub": torch.zeros(1)}, str(path / "model.safetensors"))
+    return path
+
+
 def _sqlalchemy_url(database: str) -> str:
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{database}"

@@ -11,6 +11,7 @@ from sqlalchemy.exc import OperationalError
 from compress.errors import Cancelled, CompressError
 from compress.pipeline import resolve_device
 from compress.recipes import Recipe
+from shrinkray.services import source_policy
 from storage.db import transaction
 from storage.errors import ChecksumMismatch, StorageError, StoreUnavailable
 from storage.jobs import (
@@ -23,6 +24,7 @@ from storage.jobs import (
     stage_runs,
 )
 from storage.models import JobStatus, Stage
+from storage.tenants import tenant_name
 from storage.uris import SourceRejected
 from workers.lease import LeaseKeeper, LeaseLost
 from workers.outbox import relay_outbox
@@ -44,7 +46,8 @@ def run_stage(runtime: WorkerRuntime, job_id: str, stage: str, attempt: int) -> 
             log.info("dropping stale delivery: job %s stage %s attempt %s", job_id, stage, attempt)
             return
         snapshot = dict(model_uri=job.model_uri, calibration_uri=job.calibration_uri, eval_uri=job.eval_uri,
-                        recipe=job.recipe, outputs=dict(job.outputs), cancel=job.cancel_requested)
+                        recipe=job.recipe, outputs=dict(job.outputs), cancel=job.cancel_requested,
+                        tenant=tenant_name(session, job.tenant_id))
         seconds = {run.stage: (run.finished_at - run.started_at).total_seconds()
                    for run in stage_runs(session, job_id)
                    if run.status == JobStatus.SUCCEEDED and run.finished_at is not None}
@@ -61,7 +64,8 @@ def run_stage(runtime: WorkerRuntime, job_id: str, stage: str, attempt: int) -> 
                 job_id=job_id, stage=stage, attempt=attempt, model_uri=snapshot["model_uri"],
                 calibration_uri=snapshot["calibration_uri"], eval_uri=snapshot["eval_uri"],
                 recipe=Recipe.model_validate(snapshot["recipe"]), outputs=snapshot["outputs"],
-                stage_seconds=seconds, settings=settings, store=runtime.store, workdir=workdir,
+                stage_seconds=seconds, settings=settings, sources=source_policy(settings, snapshot["tenant"]),
+                store=runtime.store, workdir=workdir,
                 device=resolve_device(settings.device), report_progress=keeper.report_progress,
                 should_stop=keeper.should_stop)
             outcome = _run_guarded(context)
@@ -104,8 +108,10 @@ def _commit(runtime: WorkerRuntime, job_id: str, stage: str, attempt: int,
             cancel_stage(session, job)
             return
         retry, message = classify_error(outcome)
-        fail_stage(session, job, message, retry=retry, max_attempts=settings.max_attempts,
-                   backoff_s=settings.retry_backoff_s)
+        # Only outages are retried here (a crash comes back through the reaper, under max_attempts): they get
+        # the longer budget, so a store or database that is down for a minute does not fail the job.
+        fail_stage(session, job, message, retry=retry, max_attempts=settings.outage_max_attempts,
+                   backoff_s=settings.retry_backoff_s, backoff_max_s=settings.retry_backoff_max_s)
 
 
 def classify_error(exc: BaseException) -> tuple[bool, str]:

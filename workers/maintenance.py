@@ -1,4 +1,5 @@
-"""Background upkeep run by the API process: relay the outbox and reap stages whose worker went silent."""
+"""Background upkeep run by the API process: relay the outbox, reap stages whose worker went silent, and send
+queued jobs' messages again when the broker restarted empty."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shrinkray.settings import Settings
 from storage.db import transaction
-from storage.jobs import expired_leases, fail_stage
+from storage.jobs import expired_leases, fail_stage, resend_queued
 from storage.models import utcnow
+from workers.broker_watch import BrokerRestartWatch
 from workers.outbox import relay_outbox
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class MaintenanceLoop:
                  interval_s: float = 2.0) -> None:
         self._sessions, self._app, self._settings = sessions, app, settings
         self._interval_s = interval_s
+        self._broker = BrokerRestartWatch(settings.broker_url)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="maintenance")
 
@@ -48,6 +51,10 @@ class MaintenanceLoop:
         while not self._stop.wait(self._interval_s):
             try:
                 reap_expired_leases(self._sessions, self._settings)
+                if self._broker.needs_resend():
+                    with transaction(self._sessions) as session:
+                        resend_queued(session)
+                    self._broker.resent()
                 relay_outbox(self._sessions, self._app)
             except Exception:  # the database or broker is down; the next round tries again
                 log.warning("maintenance round failed", exc_info=True)

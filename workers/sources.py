@@ -10,25 +10,23 @@ from __future__ import annotations
 import hashlib
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from compress.errors import ModelRejected
-from compress.model_io import ModelInfo, inspect_model_dir
+from compress.model_io import ModelInfo, check_model_dir, inspect_model_dir
 from shrinkray.services import artifact_store
 from shrinkray.settings import Settings
 from storage.artifacts import ArtifactStore, download_prefix
-from storage.uris import SourceUri, parse_source_uri
+from storage.uris import SourcePolicy, SourceUri, parse_source_uri
 
 MAX_TEXT_BYTES = 512 * 1024 * 1024
 
 
-def parse(uri: str, settings: Settings) -> SourceUri:
-    return parse_source_uri(uri, roots=settings.model_roots, buckets=settings.model_buckets)
-
-
-def fetch_model(uri: str, settings: Settings) -> tuple[Path, ModelInfo]:
-    """The cached model directory for `uri`, fetched if this worker has not got it yet."""
-    source = parse(uri, settings)
+def fetch_model(uri: str, settings: Settings, policy: SourcePolicy) -> tuple[Path, ModelInfo]:
+    """The cached model directory for `uri`, fetched if this worker has not got it yet. The URI is checked
+    again here against the job's tenant: the rules may have changed since it was submitted."""
+    source = parse_source_uri(uri, policy)
     assert settings.cache_dir is not None
     target = settings.cache_dir / "models" / hashlib.sha256(uri.encode()).hexdigest()[:24]
     if target.is_dir():
@@ -36,7 +34,7 @@ def fetch_model(uri: str, settings: Settings) -> tuple[Path, ModelInfo]:
     if source.scheme == "file":
         assert source.path is not None
         # Check the source itself first: a pickle checkpoint must not even be copied.
-        inspect_model_dir(source.path)
+        check_model_dir(source.path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".fetch-", dir=target.parent))
     try:
@@ -50,17 +48,17 @@ def fetch_model(uri: str, settings: Settings) -> tuple[Path, ModelInfo]:
             if not store.list_keys(listing_prefix):
                 raise ModelRejected(f"no objects under s3://{source.bucket}/{listing_prefix}")
             download_prefix(store, prefix, staging)
-        inspect_model_dir(staging)
+        info = inspect_model_dir(staging)
         staging.rename(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target, inspect_model_dir(target)
+    return target, replace(info, path=target)
 
 
-def cached_model(uri: str, settings: Settings, expected_files: dict[str, str]) -> Path:
+def cached_model(uri: str, settings: Settings, policy: SourcePolicy, expected_files: dict[str, str]) -> Path:
     """The model as the fetch stage saw it; re-fetched on a worker that lacks it, then verified."""
-    path, info = fetch_model(uri, settings)
+    path, info = fetch_model(uri, settings, policy)
     if info.files != expected_files:
         changed = sorted(set(info.files.items()) ^ set(expected_files.items()))
         names = sorted({name for name, _ in changed})
@@ -68,9 +66,9 @@ def cached_model(uri: str, settings: Settings, expected_files: dict[str, str]) -
     return path
 
 
-def read_text(uri: str, settings: Settings) -> str:
+def read_text(uri: str, settings: Settings, policy: SourcePolicy) -> str:
     """A UTF-8 calibration or evaluation text from file:// or s3://."""
-    source = parse(uri, settings)
+    source = parse_source_uri(uri, policy)
     if source.scheme == "file":
         assert source.path is not None
         if not source.path.is_file():

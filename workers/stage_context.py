@@ -12,6 +12,7 @@ import torch
 from compress.recipes import Recipe
 from shrinkray.settings import Settings
 from storage.artifacts import ArtifactStore, StoredObject
+from storage.uris import SourcePolicy
 
 
 @dataclass
@@ -26,6 +27,7 @@ class StageContext:
     outputs: dict[str, dict[str, Any]]  # earlier stages' outputs, by stage name
     stage_seconds: dict[str, float]  # wall time of the earlier stages' successful runs
     settings: Settings
+    sources: SourcePolicy  # where this job's tenant may read models and texts
     store: ArtifactStore
     workdir: Path
     device: torch.device

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from api.deps import JobDep, SessionDep, SettingsDep, StoreDep
+from api.deps import SessionDep, SettingsDep, StoreDep
 from api.schemas import ArtifactList, ArtifactOut, problems
+from api.scoped import JobDep
 from storage.jobs import job_artifacts
 from storage.models import JobStatus
 
-router = APIRouter(prefix="/v1/jobs", tags=["artifacts"])
+router = APIRouter(prefix="/v1/jobs", tags=["artifacts"], responses=problems(401, 429))
 
 
 @router.get("/{job_id}/artifacts", response_model=ArtifactList, responses=problems(404, 409))
 def list_artifacts(job: JobDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> ArtifactList:
-    """Only a succeeded job has artifacts: its manifest is committed and the database row points at it."""
+    """Only a succeeded job has artifacts: its manifest is committed and the database row points at it. The
+    download URLs are presigned for this request alone (JobDep: only the job's tenant gets here) and expire."""
     if job.status != JobStatus.SUCCEEDED:
         raise HTTPException(status_code=409, detail=f"job {job.id} is {job.status}; artifacts exist once it "
                                                     "has succeeded")

@@ -12,16 +12,19 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 
+from api.auth import PrincipalDep
 from api.catalog_view import catalog_out, catalog_summary
 from api.deps import CeleryDep, SessionDep, SessionFactoryDep, SettingsDep
 from api.errors import field_error
 from api.model_config import ModelUnreadable, read_model_config
 from api.schemas import MAX_OFFSET, CatalogCreate, CatalogOut, CatalogPage, problems
+from api.scoped import CatalogDep
 from compress.errors import RecipeError
 from compress.recipes import Recipe, resolve_recipe, validate_recipe_for_model
+from shrinkray.services import source_policy
 from shrinkray.settings import Settings
 from storage.catalogs import (
     CatalogPair,
@@ -32,12 +35,12 @@ from storage.catalogs import (
     list_catalogs,
     retry_failed_cells,
 )
-from storage.models import Catalog
+from storage.tenants import Principal
 from storage.uris import SourceRejected, parse_source_uri
 from workers.outbox import relay_outbox
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"])
+router = APIRouter(prefix="/v1/catalogs", tags=["catalogs"], responses=problems(401, 429))
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 
@@ -82,8 +85,9 @@ def _unique(names: list[str], field: str) -> None:
         seen[name] = index
 
 
-def _pairs(spec: CatalogCreate, settings: Settings) -> list[CatalogPair]:
+def _pairs(spec: CatalogCreate, settings: Settings, principal: Principal) -> list[CatalogPair]:
     """Every model x recipe pair, each checked the way a single job submission is."""
+    policy = source_policy(settings, principal.tenant_name)
     recipes: list[tuple[str, Recipe, str | None]] = []
     for index, entry in enumerate(spec.recipes):
         try:
@@ -104,7 +108,7 @@ def _pairs(spec: CatalogCreate, settings: Settings) -> list[CatalogPair]:
             value = getattr(model, field)
             if value is not None:
                 try:
-                    source = parse_source_uri(value, roots=settings.model_roots, buckets=settings.model_buckets)
+                    source = parse_source_uri(value, policy)
                 except SourceRejected as exc:
                     raise CatalogRejected(["models", model_index, field], str(exc)) from exc
                 if field == "uri":
@@ -126,15 +130,6 @@ def _pairs(spec: CatalogCreate, settings: Settings) -> list[CatalogPair]:
     return pairs
 
 
-def _catalog(catalog_id: Annotated[str, Path(pattern=r"^[0-9a-f-]{36}$")], session: SessionDep) -> Catalog:
-    catalog = session.get(Catalog, catalog_id)
-    if catalog is None:
-        raise HTTPException(status_code=404, detail=f"no catalog with id {catalog_id}")
-    return catalog
-
-
-CatalogDep = Annotated[Catalog, Depends(_catalog)]
-
 _BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": CatalogCreate.model_json_schema(ref_template="#/components/schemas/{model}")},
     "application/yaml": {"schema": {"type": "string", "description": "the same document in YAML"}},
@@ -143,7 +138,7 @@ _BODY = {"requestBody": {"required": True, "content": {
 
 @router.post("", status_code=201, response_model=CatalogOut, openapi_extra=_BODY, responses=problems(413, 415, 422))
 async def submit_catalog(request: Request, session: SessionDep, sessions: SessionFactoryDep, settings: SettingsDep,
-                         celery: CeleryDep) -> CatalogOut:
+                         celery: CeleryDep, principal: PrincipalDep) -> CatalogOut:
     """Validate the whole catalog, then create (or reuse) one job per pair and enqueue the new ones."""
     try:
         document = await _document(request, settings)
@@ -151,12 +146,12 @@ async def submit_catalog(request: Request, session: SessionDep, sessions: Sessio
             spec = CatalogCreate.model_validate(document)
         except ValidationError as exc:
             raise CatalogRejected(list(exc.errors()[0]["loc"]), exc.errors()[0]["msg"]) from exc
-        pairs = _pairs(spec, settings)
+        pairs = _pairs(spec, settings, principal)
     except CatalogRejected as exc:
         return field_error(exc.location, exc.message, status=exc.status)
     with session.begin():
-        catalog = create_catalog(session, name=spec.name, tolerance_pct=spec.tolerance_pct,
-                                 spec=spec.model_dump(mode="json"), pairs=pairs)
+        catalog = create_catalog(session, tenant_id=principal.tenant_id, name=spec.name,
+                                 tolerance_pct=spec.tolerance_pct, spec=spec.model_dump(mode="json"), pairs=pairs)
     _relay(sessions, celery)
     return catalog_out(catalog, catalog_cells(session, catalog.id))
 
@@ -169,9 +164,9 @@ def _relay(sessions, celery) -> None:  # type: ignore[no-untyped-def]
 
 
 @router.get("", response_model=CatalogPage)
-def get_catalogs(session: SessionDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
+def get_catalogs(session: SessionDep, principal: PrincipalDep, limit: Annotated[int, Query(ge=1, le=200)] = 50,
                  offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> CatalogPage:
-    catalogs, total = list_catalogs(session, limit=limit, offset=offset)
+    catalogs, total = list_catalogs(session, tenant_id=principal.tenant_id, limit=limit, offset=offset)
     cells = cells_of_catalogs(session, [catalog.id for catalog in catalogs])
     return CatalogPage(items=[catalog_summary(c, cells.get(c.id, [])) for c in catalogs], total=total,
                        limit=limit, offset=offset)

@@ -9,18 +9,21 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from api.deps import CeleryDep, JobDep, SessionDep, SessionFactoryDep, SettingsDep
+from api.auth import PrincipalDep
+from api.deps import CeleryDep, SessionDep, SessionFactoryDep, SettingsDep
 from api.errors import IdempotencyConflict, InvalidSource
 from api.model_config import ModelUnreadable, check_recipe_against_model
 from api.schemas import MAX_OFFSET, JobCreate, JobOut, JobPage, StageRunOut, problems
+from api.scoped import JobDep
 from compress.recipes import resolve_recipe
+from shrinkray.services import source_policy
 from storage.jobs import create_job, job_by_idempotency_key, job_fingerprint, list_jobs, request_cancel, stage_runs
 from storage.models import Job, JobStatus
 from storage.uris import SourceRejected, parse_source_uri
 from workers.outbox import relay_outbox
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problems(401, 429))
 
 
 def job_out(session: Session, job: Job) -> JobOut:
@@ -46,18 +49,20 @@ def _replayed(session: Session, job: Job, fingerprint: str, response: Response) 
 
 @router.post("", status_code=201, response_model=JobOut)
 def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep, settings: SettingsDep,
-               celery: CeleryDep, response: Response, idempotency_key: IdempotencyKey = None) -> JobOut:
+               celery: CeleryDep, principal: PrincipalDep, response: Response,
+               idempotency_key: IdempotencyKey = None) -> JobOut:
     """Validate everything that can be checked before a worker sees the job, then enqueue it after commit."""
     recipe = resolve_recipe(preset=body.preset, recipe=body.recipe)
     queue = "gpu" if body.device == "gpu" else "cpu"
     fingerprint = job_fingerprint(model_uri=body.model_uri, recipe=recipe.model_dump(mode="json"), queue=queue,
                                   calibration_uri=body.calibration_uri, eval_uri=body.eval_uri)
     sources = {}
+    policy = source_policy(settings, principal.tenant_name)
     for field in ("model_uri", "calibration_uri", "eval_uri"):
         value = getattr(body, field)
         if value is not None:
             try:
-                sources[field] = parse_source_uri(value, roots=settings.model_roots, buckets=settings.model_buckets)
+                sources[field] = parse_source_uri(value, policy)
             except SourceRejected as exc:
                 raise InvalidSource(field, exc) from exc
     try:
@@ -67,13 +72,16 @@ def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep
     earlier = None
     try:
         with session.begin():
-            earlier = job_by_idempotency_key(session, idempotency_key) if idempotency_key else None
+            earlier = (job_by_idempotency_key(session, principal.tenant_id, idempotency_key)
+                       if idempotency_key else None)
             if earlier is None:
-                job = create_job(session, model_uri=body.model_uri, recipe=recipe.model_dump(mode="json"),
-                                 preset=body.preset, queue=queue, calibration_uri=body.calibration_uri,
-                                 eval_uri=body.eval_uri, idempotency_key=idempotency_key)
+                job = create_job(session, tenant_id=principal.tenant_id, model_uri=body.model_uri,
+                                 recipe=recipe.model_dump(mode="json"), preset=body.preset, queue=queue,
+                                 calibration_uri=body.calibration_uri, eval_uri=body.eval_uri,
+                                 idempotency_key=idempotency_key)
     except IntegrityError:  # a concurrent request committed the same key a moment ago
-        earlier = job_by_idempotency_key(session, idempotency_key) if idempotency_key else None
+        earlier = (job_by_idempotency_key(session, principal.tenant_id, idempotency_key)
+                   if idempotency_key else None)
         if earlier is None:
             raise
     if earlier is not None:
@@ -86,12 +94,13 @@ def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep
 
 
 @router.get("", response_model=JobPage)
-def get_jobs(session: SessionDep, status: Annotated[JobStatus | None, Query()] = None,
+def get_jobs(session: SessionDep, principal: PrincipalDep, status: Annotated[JobStatus | None, Query()] = None,
              catalog_id: Annotated[str | None, Query(pattern=r"^[0-9a-f-]{36}$",
                                                      description="only the jobs of this catalog")] = None,
              limit: Annotated[int, Query(ge=1, le=500)] = 50,
              offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> JobPage:
-    jobs, total = list_jobs(session, status=status, limit=limit, offset=offset, catalog_id=catalog_id)
+    jobs, total = list_jobs(session, tenant_id=principal.tenant_id, status=status, limit=limit, offset=offset,
+                            catalog_id=catalog_id)
     return JobPage(items=[JobOut.model_validate(job) for job in jobs], total=total, limit=limit, offset=offset)
 
 

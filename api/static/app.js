@@ -7,10 +7,27 @@ const PAGE_SIZE = 50;
 const TERMINAL = ["succeeded", "failed", "cancelled"];
 const view = document.getElementById("view");
 
+// With API keys required, the key is asked for once and kept for this tab only (sessionStorage).
+const KEY_STORE = "shrinkray.apiKey";
+class NeedsKey extends Error {}
+
 async function api(path) {
-  const response = await fetch(path);
+  const key = sessionStorage.getItem(KEY_STORE);
+  const response = await fetch(path, key ? { headers: { Authorization: `Bearer ${key}` } } : {});
+  if (response.status === 401) throw new NeedsKey((await response.json()).detail);
   if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
   return response.json();
+}
+
+function showKeyForm(message) {
+  view.innerHTML = `<form id="key-form" data-testid="key-form"><p class="error">${escape(message)}</p>
+    <label>API key <input type="password" name="key" data-testid="key-input" autocomplete="off" required></label>
+    <button type="submit">Use key</button></form>`;
+  document.getElementById("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(KEY_STORE, new FormData(event.target).get("key").trim());
+    render();
+  });
 }
 
 function escape(text) {
@@ -173,10 +190,16 @@ async function render() {
     view.innerHTML = html;
     document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (error) {
-    view.innerHTML = `<p class="error" data-testid="load-error">${escape(error.message)}</p>`;
+    if (error instanceof NeedsKey) {
+      sessionStorage.removeItem(KEY_STORE);
+      showKeyForm(error.message);
+    } else {
+      view.innerHTML = `<p class="error" data-testid="load-error">${escape(error.message)}</p>`;
+    }
   }
 }
 
 window.addEventListener("hashchange", render);
 render();
-setInterval(() => { if (!document.querySelector("select:focus")) render(); }, POLL_MS);
+// Not while a filter is open or a key is being typed: re-rendering would take the input away.
+setInterval(() => { if (!document.querySelector("select:focus, #key-form")) render(); }, POLL_MS);

@@ -11,8 +11,9 @@ from shrinkray.settings import Settings
 
 @pytest.fixture()
 def api_settings(migrated_postgres_url: str, redis_url: str, tmp_path) -> Settings:
+    """A single-user deployment (no API keys): tests/api/test_tenancy.py covers the shared one."""
     return Settings(home=tmp_path / "home", database_url=migrated_postgres_url, broker_url=redis_url,
-                    artifact_url=(tmp_path / "artifacts").as_uri())
+                    artifact_url=(tmp_path / "artifacts").as_uri(), auth_required=False)
 
 
 @pytest.fixture()

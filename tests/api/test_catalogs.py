@@ -15,7 +15,7 @@ from api.app import create_app
 from shrinkray.services import session_factory
 from shrinkray.settings import Settings
 from storage.models import Job, JobStatus, OutboxMessage
-from tests.conftest import SHARED_MODEL
+from tests.conftest import SHARED_MODEL, model_stub
 
 RECIPES = [{"preset": "w4a16-rtn"}, {"name": "int8-channel", "recipe": {"modifiers": [
     {"method": "rtn", "bits": 8, "group_size": None}]}}]
@@ -23,12 +23,8 @@ RECIPES = [{"preset": "w4a16-rtn"}, {"name": "int8-channel", "recipe": {"modifie
 
 @pytest.fixture()
 def catalog(tmp_path: Path) -> dict:
-    """Two models (directories holding only the shared model's config.json, all submission reads) x two recipes."""
-    models = []
-    for name in ("alpha", "beta"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text((SHARED_MODEL / "config.json").read_text())
-        models.append({"uri": (tmp_path / name).as_uri()})
+    """Two models (stubs: what submission reads, no real weights) x two recipes."""
+    models = [{"uri": model_stub(tmp_path / name).as_uri()} for name in ("alpha", "beta")]
     models[1]["name"] = "beta-ft"
     return {"name": "fine-tunes", "models": models, "recipes": RECIPES}
 
@@ -140,7 +136,7 @@ def test_bad_catalogs_are_rejected_whole_naming_the_entry(client: TestClient, sm
     cases = [
         ({**catalog, "models": []}, "body.models", "at least 1"),
         ({**catalog, "recipes": [RECIPES[0], {"preset": "w5a16"}]}, "body.recipes.1.preset", "unknown preset"),
-        (unreachable, "body.models.1.uri", "config.json"),
+        (unreachable, "body.models.1.uri", "does not exist"),
         ({**catalog, "models": [catalog["models"][0], {"uri": "ftp://host/model"}]}, "body.models.1.uri", "scheme"),
         ({**catalog, "recipes": [RECIPES[0], {"recipe": {"modifiers": []}}]}, "body.recipes.1", "name"),
         ({**catalog, "recipes": [RECIPES[0], RECIPES[0]]}, "body.recipes.1.name", "already used"),

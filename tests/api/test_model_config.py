@@ -1,9 +1,12 @@
-"""Submission reads the model's config.json from S3 (never a weight) and checks the recipe against it."""
+"""Submission lists an S3 model's objects (refusing pickle files), reads its config.json (never a weight) and
+checks the recipe against it."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
+from safetensors.torch import save
 
 from api.app import create_app
 from shrinkray.settings import Settings
@@ -12,7 +15,11 @@ from tests.conftest import SHARED_MODEL
 
 @pytest.fixture()
 def s3_client(api_settings: Settings, moto_s3):  # type: ignore[no-untyped-def]
-    moto_s3.store("models/tiny").put_bytes("config.json", (SHARED_MODEL / "config.json").read_bytes())
+    config = (SHARED_MODEL / "config.json").read_bytes()
+    moto_s3.store("models/tiny").put_bytes("config.json", config)
+    moto_s3.store("models/tiny").put_bytes("model.safetensors", save({"stub": torch.zeros(1)}))
+    moto_s3.store("models/pickled").put_bytes("config.json", config)
+    moto_s3.store("models/pickled").put_bytes("pytorch_model.bin", b"\x80\x04")
     settings = api_settings.model_copy(update={
         "s3_endpoint_url": moto_s3.endpoint_url, "s3_access_key_id": "testing", "s3_secret_access_key": "testing",
     })
@@ -27,6 +34,9 @@ def test_s3_models_are_checked_against_their_config(s3_client) -> None:  # type:
     missing = client.post("/v1/jobs", json={"model_uri": f"s3://{bucket}/models/absent", "preset": "w4a16"})
     assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["body", "model_uri"]
     assert "config.json" in missing.json()["detail"][0]["msg"]
+    pickled = client.post("/v1/jobs", json={"model_uri": f"s3://{bucket}/models/pickled", "preset": "w4a16"})
+    assert pickled.status_code == 422
+    assert "models/pickled/pytorch_model.bin: pickle checkpoints are refused" in pickled.json()["detail"][0]["msg"]
     bad_group = client.post("/v1/jobs", json={"model_uri": f"s3://{bucket}/models/tiny",
                                               "recipe": {"modifiers": [{"method": "rtn", "bits": 4, "group_size": 7}]}})
     assert bad_group.status_code == 422

@@ -1,4 +1,5 @@
-"""The whole service on real parts: Postgres, Redis, an S3 endpoint over HTTP, a worker and the API."""
+"""The whole service on real parts: Postgres, Redis, an S3 endpoint over HTTP, a worker and the API, with API keys
+required as in production (one tenant's key, which the client and the CLI send)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import httpx
 import pytest
 
 from shrinkray.migrate import upgrade_database
-from tests.conftest import temporary_postgres_database, temporary_redis_database
+from storage.db import make_engine, make_session_factory, transaction
+from storage.tenants import create_tenant, issue_key
+from tests.conftest import SHARED, temporary_postgres_database, temporary_redis_database
 from tests.fixtures.processes import ServiceProcess, free_port, wait_for_http
 
 pytestmark = pytest.mark.integration
@@ -18,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 @dataclass
 class Stack:
-    api: httpx.Client
+    api: httpx.Client  # sends the tenant's key
+    api_key: str
     api_process: ServiceProcess
     worker: ServiceProcess
     env: dict[str, str]
@@ -35,6 +39,10 @@ def s3_stack(moto_s3, tmp_path_factory) -> Iterator[Stack]:
     with temporary_postgres_database() as database_url, temporary_redis_database() as broker_url:
         upgrade_database(database_url)
         env = {
+            "SHRINKRAY_AUTH_REQUIRED": "true",
+            "SHRINKRAY_API_KEY": _issue_key(database_url, "ci-team"),
+            # the shared models and texts, and the models tests build under pytest's temporary folder
+            "SHRINKRAY_MODEL_ROOTS": f"{SHARED},{tmp_path_factory.getbasetemp()}",
             "SHRINKRAY_HOME": str(home),
             "SHRINKRAY_DATABASE_URL": database_url,
             "SHRINKRAY_BROKER_URL": broker_url,
@@ -47,14 +55,24 @@ def s3_stack(moto_s3, tmp_path_factory) -> Iterator[Stack]:
         yield from _run_stack(env, home, ["worker", "--queues", "cpu"])
 
 
+def _issue_key(database_url: str, tenant: str) -> str:
+    engine = make_engine(database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            return issue_key(session, create_tenant(session, tenant)).secret
+    finally:
+        engine.dispose()
+
+
 def _run_stack(env: dict[str, str], home: Path, worker_args: list[str]) -> Iterator[Stack]:
     port = free_port()
     worker = ServiceProcess(worker_args, env, home / "worker.log")
     api = ServiceProcess(["serve", "--port", str(port)], env, home / "api.log")
     try:
         wait_for_http(f"http://127.0.0.1:{port}/healthz", api)
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            yield Stack(api=client, api_process=api, worker=worker, env=env)
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30,
+                          headers={"Authorization": f"Bearer {env['SHRINKRAY_API_KEY']}"}) as client:
+            yield Stack(api=client, api_key=env["SHRINKRAY_API_KEY"], api_process=api, worker=worker, env=env)
     finally:
         api.stop()
         worker.stop()

@@ -31,6 +31,12 @@ def browser():  # type: ignore[no-untyped-def]
         instance.close()
 
 
+def _enter_key(page, key: str) -> None:  # type: ignore[no-untyped-def]
+    page.wait_for_selector("[data-testid=key-form]")
+    page.fill("[data-testid=key-input]", key)
+    page.click("[data-testid=key-form] button")
+
+
 def _megabytes(size: int) -> str:
     return f"{size / 1e6:.2f} MB"
 
@@ -53,6 +59,10 @@ def test_the_catalog_page_follows_a_catalog_to_its_recommendations(s3_stack, bro
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(f"{s3_stack.api.base_url}/#/catalogs/{catalog_id}")
+    # API keys are required: the page asks for one, refuses a wrong one, and keeps the right one for the tab
+    _enter_key(page, "srk_000000000000_" + "x" * 43)
+    page.wait_for_selector("[data-testid=key-form] >> text=not valid")
+    _enter_key(page, s3_stack.api_key)
     page.wait_for_selector("[data-testid=cell]")
     # the page polls: wait for every cell to reach a final state without reloading it
     page.wait_for_function("() => [...document.querySelectorAll('[data-testid=cell]')].length === 4 && "

@@ -61,7 +61,8 @@ def fault_stack(moto_s3, tmp_path_factory) -> Iterator[tuple[FaultStack, httpx.C
                "SHRINKRAY_S3_SECRET_ACCESS_KEY": "testing", "SHRINKRAY_DEVICE": "cpu",
                "SHRINKRAY_LEASE_S": str(LEASE_S), "SHRINKRAY_HEARTBEAT_S": "1",
                "SHRINKRAY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-               "SHRINKRAY_TEST_STAGE_DELAY_S": str(STAGE_DELAY_S), "SHRINKRAY_TEST_POISON_MARKER": POISON}
+               "SHRINKRAY_TEST_STAGE_DELAY_S": str(STAGE_DELAY_S), "SHRINKRAY_TEST_POISON_MARKER": POISON,
+               "SHRINKRAY_AUTH_REQUIRED": "false"}  # one team: tenancy is tests/api/test_tenancy.py's
         port = free_port()
         api = ServiceProcess(["serve", "--port", str(port)], env, home / "api.log")
         stack = FaultStack(env, home)

@@ -19,7 +19,7 @@ from storage.jobs import (
     pending_outbox,
     request_cancel,
 )
-from storage.models import Job, OutboxMessage, StageRun, utcnow
+from storage.models import DEFAULT_TENANT_ID, Job, OutboxMessage, StageRun, utcnow
 from workers.maintenance import reap_expired_leases
 
 
@@ -32,7 +32,8 @@ def sessions(migrated_postgres_url: str):
 
 def _new_job(sessions) -> str:
     with transaction(sessions) as session:
-        return create_job(session, model_uri="file:///m", recipe={"modifiers": []}, preset=None, queue="cpu").id
+        return create_job(session, tenant_id=DEFAULT_TENANT_ID, model_uri="file:///m", recipe={"modifiers": []},
+                          preset=None, queue="cpu").id
 
 
 def _outbox(sessions, job_id: str) -> list[tuple[str, int, int]]:

@@ -16,7 +16,7 @@ BUNDLED_TEXTS = Path(shrinkray.__file__).parent / "demo"
 
 
 def job_model_dir(context: StageContext) -> Path:
-    return cached_model(context.model_uri, context.settings, context.outputs["fetch"]["files"])
+    return cached_model(context.model_uri, context.settings, context.sources, context.outputs["fetch"]["files"])
 
 
 def job_text(context: StageContext, kind: str) -> str:
@@ -24,7 +24,7 @@ def job_text(context: StageContext, kind: str) -> str:
     uri = context.calibration_uri if kind == "calib" else context.eval_uri
     if uri is None:
         return (BUNDLED_TEXTS / f"{kind}.txt").read_text(encoding="utf-8")
-    return read_text(uri, context.settings)
+    return read_text(uri, context.settings, context.sources)
 
 
 def job_windows(context: StageContext, tokenizer, kind: str) -> torch.Tensor:  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from workers.stage_context import StageContext, StageResult
 
 def run(context: StageContext) -> StageResult:
     context.report_progress(0.0, "fetch: copying the model")
-    path, info = fetch_model(context.model_uri, context.settings)
+    path, info = fetch_model(context.model_uri, context.settings, context.sources)
     validate_recipe_for_model(context.recipe, json.loads((path / "config.json").read_text()))
     return StageResult(outputs={"files": info.files, "total_bytes": info.total_bytes,
                                 "architecture": info.architecture, "num_layers": info.num_layers})
