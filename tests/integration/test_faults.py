@@ -21,7 +21,7 @@ import pytest
 
 from shrinkray.migrate import upgrade_database
 from tests.conftest import REPO, SHARED_MODEL, temporary_postgres_database, temporary_redis_database
-from tests.fixtures.processes import ServiceProcess, free_port, wait_for_http
+from tests.fixtures.processes import FAST_RECIPE, ServiceProcess, free_port, wait_for_http, wait_until
 from tests.integration.checkpoint_checks import download_artifacts
 
 pytestmark = pytest.mark.integration
@@ -32,8 +32,6 @@ STAGE_DELAY_S = 2.0
 LEASE_S = 3
 MAX_ATTEMPTS = 3
 POISON = "poison-model"
-FAST_RECIPE = {"modifiers": [{"method": "rtn", "bits": 4, "group_size": 32}],
-               "calibration": {"samples": 4, "seq_len": 64}, "validation": {"seq_len": 64, "max_windows": 2}}
 
 
 class FaultStack:
@@ -77,31 +75,21 @@ def fault_stack(moto_s3, tmp_path_factory) -> Iterator[tuple[FaultStack, httpx.C
                 stack.worker.stop()
 
 
-def _wait(client: httpx.Client, job_id: str, until, timeout_s: float = 180) -> dict:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}").json()
-        if until(job):
-            return job
-        time.sleep(0.05)
-    raise AssertionError(f"job {job_id} did not get there in {timeout_s} s: {job}")
-
-
 def _kill_inside(stack: FaultStack, client: httpx.Client, stage: str, rng: random.Random,
                  tmp_path: Path) -> dict:
     response = client.post("/v1/jobs", json={"model_uri": SHARED_MODEL.as_uri(), "recipe": FAST_RECIPE})
     assert response.status_code == 201, response.text
     job_id = response.json()["id"]
-    _wait(client, job_id, lambda job: job["stage"] == stage and job["status"] == "running")
+    wait_until(client, job_id, lambda job: job["stage"] == stage and job["status"] == "running")
     time.sleep(rng.uniform(0.1, STAGE_DELAY_S - 0.2))  # somewhere before, in or after the stage's own work
     assert stack.worker is not None
     stack.worker.kill()
     killed = time.monotonic()
     stack.start_worker()
-    retried = _wait(client, job_id, lambda job: job["stage"] != stage or job["attempt"] > 1
+    retried = wait_until(client, job_id, lambda job: job["stage"] != stage or job["attempt"] > 1
                     or job["status"] in ("succeeded", "failed", "cancelled"))
     retry_s = time.monotonic() - killed
-    job = _wait(client, job_id, lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    job = wait_until(client, job_id, lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
     done_s = time.monotonic() - killed
     assert job["status"] == "succeeded", (job, stack.worker.log_tail())
     runs = [run for run in job["stages"] if run["stage"] == stage]
@@ -153,9 +141,9 @@ def test_a_job_that_crashes_its_worker_fails_after_bounded_attempts_and_others_g
     started = time.monotonic()
     poison = client.post("/v1/jobs", json={"model_uri": poison_dir.as_uri(), "recipe": FAST_RECIPE}).json()
     healthy = client.post("/v1/jobs", json={"model_uri": SHARED_MODEL.as_uri(), "recipe": FAST_RECIPE}).json()
-    healthy = _wait(client, healthy["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    healthy = wait_until(client, healthy["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
     healthy_s = time.monotonic() - started
-    poison = _wait(client, poison["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    poison = wait_until(client, poison["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
     poison_s = time.monotonic() - started
     assert healthy["status"] == "succeeded", healthy
     assert poison["status"] == "failed" and "stopped heartbeating" in poison["error"], poison
