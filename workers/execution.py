@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 
@@ -85,7 +86,15 @@ def _run_guarded(context: StageContext) -> StageResult | BaseException:
     except Exception as exc:  # classified and recorded on the job row by _commit
         if not isinstance(exc, CompressError | SourceRejected | LeaseLost):
             log.exception("stage %s of job %s failed", context.stage, context.job_id)
+        if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+            _release_memory()  # what the failed stage held, before this worker's next job
         return exc
+
+
+def _release_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _commit(runtime: WorkerRuntime, job_id: str, stage: str, attempt: int,

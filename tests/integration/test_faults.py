@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import random
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ STAGE_DELAY_S = 2.0
 LEASE_S = 3
 MAX_ATTEMPTS = 3
 POISON = "poison-model"
+OOM = "oom-model"
 
 
 class FaultStack:
@@ -60,6 +63,7 @@ def fault_stack(moto_s3, tmp_path_factory) -> Iterator[tuple[FaultStack, httpx.C
                "SHRINKRAY_LEASE_S": str(LEASE_S), "SHRINKRAY_HEARTBEAT_S": "1",
                "SHRINKRAY_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
                "SHRINKRAY_TEST_STAGE_DELAY_S": str(STAGE_DELAY_S), "SHRINKRAY_TEST_POISON_MARKER": POISON,
+               "SHRINKRAY_TEST_OOM_MARKER": OOM,
                "SHRINKRAY_AUTH_REQUIRED": "false"}  # one team: tenancy is tests/api/test_tenancy.py's
         port = free_port()
         api = ServiceProcess(["serve", "--port", str(port)], env, home / "api.log")
@@ -157,3 +161,50 @@ def test_a_job_that_crashes_its_worker_fails_after_bounded_attempts_and_others_g
     (REPO / "bench" / "results" / f"faults-poison-{result['date'][:10]}.json").write_text(json.dumps(result, indent=2))
     print(f"\npoison job failed after {len(compress_runs)} attempts in {poison_s:.1f} s; "
           f"the healthy job behind it succeeded in {healthy_s:.1f} s")
+
+
+def test_a_frozen_worker_is_fenced_out_when_it_wakes(fault_stack, tmp_path: Path) -> None:
+    """SIGSTOP the worker inside compress (alive, but silent): the reaper gives the stage to a new attempt, which a
+    second worker runs to the end; when the first wakes, its late outcome is refused by the fence, and the job's
+    artifacts are published once."""
+    stack, client = fault_stack
+    job_id = client.post("/v1/jobs", json={"model_uri": SHARED_MODEL.as_uri(), "recipe": FAST_RECIPE}).json()["id"]
+    wait_until(client, job_id, lambda job: job["stage"] == "compress" and job["status"] == "running")
+    frozen = stack.worker
+    assert frozen is not None
+    os.killpg(frozen.process.pid, signal.SIGSTOP)
+    stopped = time.monotonic()
+    try:
+        stack.start_worker()
+        retried = wait_until(client, job_id, lambda job: job["attempt"] > 1 or job["stage"] != "compress")
+        reaped_s = time.monotonic() - stopped
+        job = wait_until(client, job_id, lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    finally:
+        os.killpg(frozen.process.pid, signal.SIGCONT)
+    time.sleep(2 * STAGE_DELAY_S)  # the woken worker finishes its stale stage and tries to commit it
+    after = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == after["status"] == "succeeded", (job, frozen.log_tail())
+    assert after["stages"] == job["stages"] and after["report"] == job["report"]  # the stale commit changed nothing
+    assert retried["stage"] == "compress" and reaped_s < LEASE_S + 2 * 2.0 + 3, reaped_s
+    compress_runs = [run for run in after["stages"] if run["stage"] == "compress"]
+    assert [run["status"] for run in compress_runs] == ["failed", "succeeded"], compress_runs
+    names = [item["name"] for item in client.get(f"/v1/jobs/{job_id}/artifacts").json()["items"]]
+    assert len(names) == len(set(names))
+    frozen.stop()
+    print(f"\nfrozen worker: stage re-attempted {reaped_s:.1f} s after SIGSTOP; the woken worker's commit was fenced")
+
+
+def test_out_of_memory_fails_the_job_readably_and_the_worker_goes_on(fault_stack, tmp_path: Path) -> None:
+    stack, client = fault_stack
+    oom_dir = tmp_path / OOM
+    shutil.copytree(SHARED_MODEL, oom_dir)
+    oom = client.post("/v1/jobs", json={"model_uri": oom_dir.as_uri(), "recipe": FAST_RECIPE}).json()
+    healthy = client.post("/v1/jobs", json={"model_uri": SHARED_MODEL.as_uri(), "recipe": FAST_RECIPE}).json()
+    oom = wait_until(client, oom["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    healthy = wait_until(client, healthy["id"], lambda job: job["status"] in ("succeeded", "failed", "cancelled"))
+    assert oom["status"] == "failed" and oom["attempt"] == 1, oom  # not retried: it would run out again
+    assert oom["error"].startswith("calibrate: out of memory") and "fewer calibration samples" in oom["error"]
+    assert "Traceback" not in oom["error"]
+    assert healthy["status"] == "succeeded", healthy
+    assert stack.worker is not None and stack.worker.alive()
+    print(f"\nout-of-memory job: {oom['error']}")
