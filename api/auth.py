@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.deps import SessionFactoryDep, SettingsDep
+from api.deps import SessionDep, SettingsDep
 from storage.models import DEFAULT_TENANT_ID
 from storage.tenants import Principal, authenticate
 
@@ -22,16 +22,20 @@ def _unauthorized(message: str) -> HTTPException:
     return HTTPException(status_code=401, detail=message, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _principal(request: Request, sessions: SessionFactoryDep, settings: SettingsDep,
+def _principal(request: Request, session: SessionDep, settings: SettingsDep,
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Principal:
     if not settings.auth_required:
         return DEFAULT_PRINCIPAL
     if credentials is None:
         raise _unauthorized("an API key is required: send the header 'Authorization: Bearer <key>'")
-    with sessions() as session:  # its own short session: the route's may open its own transaction
-        principal = authenticate(session, credentials.credentials)
+    cache = request.app.state.key_cache
+    principal = cache.get(credentials.credentials)
     if principal is None:
-        raise _unauthorized("the API key is not valid (malformed, unknown or revoked)")
+        principal = authenticate(session, credentials.credentials)
+        session.rollback()  # end the read's transaction: the route may begin its own
+        if principal is None:
+            raise _unauthorized("the API key is not valid (malformed, unknown or revoked)")
+        cache.put(credentials.credentials, principal)
     limiter = request.app.state.rate_limiter
     wait_s = limiter.retry_after(principal.key_prefix or "") if limiter is not None else None
     if wait_s is not None:

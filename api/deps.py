@@ -35,7 +35,9 @@ def _celery(request: Request) -> Celery:
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
-SessionDep = Annotated[Session, Depends(_session)]
+# Closed when the route returns, before the response is sent: a slow client never holds a connection, so
+# connections in use stay bounded by the request threads.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
 SessionFactoryDep = Annotated[sessionmaker[Session], Depends(_sessions)]
 StoreDep = Annotated[ArtifactStore, Depends(_store)]
 CeleryDep = Annotated[Celery, Depends(_celery)]

@@ -32,7 +32,7 @@ class RedisRateLimiter:
         window = int(now // self._window_s)
         name = f"shrinkray:rate:{key}:{window}"
         try:
-            pipe = self._redis.pipeline()
+            pipe = self._redis.pipeline(transaction=False)
             pipe.incr(name)
             pipe.expire(name, self._window_s * 2)
             count = pipe.execute()[0]

@@ -85,7 +85,8 @@ def main() -> None:
         home = Path(tempfile.mkdtemp(prefix="shrinkray-pollers-"))
         env = {"SHRINKRAY_HOME": str(home), "SHRINKRAY_DATABASE_URL": database_url, "SHRINKRAY_BROKER_URL": broker_url,
                "SHRINKRAY_ARTIFACT_URL": (home / "artifacts").as_uri(), "SHRINKRAY_AUTH_REQUIRED": "true",
-               "SHRINKRAY_MODEL_ROOTS": str(SHARED), "SHRINKRAY_DEVICE": "cpu"}
+               "SHRINKRAY_MODEL_ROOTS": str(SHARED), "SHRINKRAY_DEVICE": "cpu",
+               "OMP_NUM_THREADS": "1"}  # the job gets one core of two; the API and the pollers share the other
         (home / "artifacts").mkdir(parents=True)
         port = free_port()
         api = ServiceProcess(["serve", "--port", str(port)], env, home / "api.log")

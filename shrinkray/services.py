@@ -11,7 +11,9 @@ from storage.uris import SourcePolicy, parse_artifact_location
 
 
 def session_factory(settings: Settings) -> sessionmaker[Session]:
-    return make_session_factory(make_engine(settings.database_url))
+    # More connections than requests the API lets in at once (api_threads) plus the upkeep thread: no request
+    # ever waits for a connection (see api/concurrency_limit.py).
+    return make_session_factory(make_engine(settings.database_url, pool_size=settings.api_threads + 2))
 
 
 def artifact_store(settings: Settings, url: str | None = None) -> ArtifactStore:

@@ -42,8 +42,12 @@ class Settings(BaseSettings):
     auth_required: bool | None = Field(
         None, description="requests need an API key and see only their tenant's rows; unset: required unless the "
                           "database is SQLite (the embedded single-user mode)")
+    auth_cache_s: float = Field(5.0, ge=0, description="a valid key is remembered this long (so a revoked key "
+                                                       "works at most this long after revocation)")
     rate_limit_requests: int = Field(1200, ge=0, description="requests per key per window (0: no limit)")
     rate_limit_window_s: int = Field(60, ge=1)
+    api_threads: int = Field(24, ge=1, le=200, description="requests one API process works on at once (the "
+                                                            "rest wait); its database pool is sized above it")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="largest request body the API reads")
     presign_expiry_s: int = Field(900, ge=60, le=24 * 3600, description="lifetime of artifact download URLs")
     stage_soft_time_limit_s: int = 3 * 3600

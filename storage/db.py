@@ -9,7 +9,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, pool_size: int = 10) -> Engine:
     """SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE, because the API and a worker process share the file.
 
     A deferred SQLite transaction that reads and then writes can fail at once with "database is locked"
@@ -32,7 +32,7 @@ def make_engine(url: str) -> Engine:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=10)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

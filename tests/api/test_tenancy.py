@@ -6,6 +6,7 @@ owner and expire, Idempotency-Keys and job reuse stay within a tenant, and every
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,8 @@ def shared_settings(migrated_postgres_url: str, redis_url: str, moto_s3, tmp_pat
     return Settings(home=tmp_path / "home", database_url=migrated_postgres_url, broker_url=redis_url,
                     artifact_url=f"s3://{moto_s3.bucket}", s3_endpoint_url=moto_s3.endpoint_url,
                     s3_access_key_id="testing", s3_secret_access_key="testing", auth_required=True,
-                    model_roots=[str(SHARED), str(tmp_path)], rate_limit_requests=40, rate_limit_window_s=3600)
+                    model_roots=[str(SHARED), str(tmp_path)], rate_limit_requests=40, rate_limit_window_s=3600,
+                    auth_cache_s=0.5)
 
 
 def _issue(settings: Settings, tenant: str) -> str:
@@ -74,6 +76,8 @@ def test_requests_need_a_live_key(shared_settings: Settings, teams: tuple[Team, 
     assert a.client.get("/v1/jobs").status_code == 200
     with transaction(session_factory(shared_settings)) as session:
         revoke_key(session, a.key.split("_")[1])
+    assert a.client.get("/v1/jobs").status_code == 200  # remembered for auth_cache_s, then refused
+    time.sleep(shared_settings.auth_cache_s + 0.1)
     response = a.client.get("/v1/jobs")
     assert response.status_code == 401 and "revoked" in response.json()["detail"]
 
