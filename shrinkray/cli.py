@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,7 @@ from typing import Annotated
 import typer
 
 from shrinkray.catalog_view import format_catalog, read_catalog_file
-from shrinkray.children import spawn_cli
+from shrinkray.children import spawn_cli, stop_child
 from shrinkray.client import ApiError, ShrinkrayClient
 from shrinkray.keys_cli import keys_app
 from shrinkray.report_view import format_report
@@ -121,14 +122,13 @@ def up(host: str = "127.0.0.1", port: int = 8000) -> None:
         worker_process = spawn_cli(["worker", "--loglevel", "INFO"], log_file)
     typer.echo(f"shrinkray up: API on http://{host}:{port} (docs at /docs), worker pid {worker_process.pid} "
                f"(log {worker_log}), data in {settings.home}")
+    # uvicorn re-raises the SIGTERM that stopped it once it is done; turned into SystemExit here, it still lets
+    # the `finally` below stop the worker (the default action would end this process before it).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         serve(host=host, port=port, maintenance=True)
     finally:
-        worker_process.send_signal(signal.SIGTERM)
-        try:
-            worker_process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker_process.kill()
+        stop_child(worker_process)
 
 
 @app.command()
@@ -233,11 +233,7 @@ def demo(port: Annotated[int, typer.Option(help="API port; a free one if 0")] = 
     except ApiError as exc:
         raise _fail(f"{exc} (see {settings.home / 'up.log'})") from exc
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_child(server, signal.SIGINT, timeout_s=60)
 
 
 def _wait_healthy(client: ShrinkrayClient, server: subprocess.Popen, timeout_s: float = 120) -> None:

@@ -42,9 +42,11 @@ def _reusable_job(session: Session, tenant_id: str, fingerprint: str) -> Job | N
 
 
 def create_catalog(session: Session, *, tenant_id: str, name: str | None, tolerance_pct: float,
-                   spec: dict[str, Any], pairs: list[CatalogPair]) -> Catalog:
+                   spec: dict[str, Any], pairs: list[CatalogPair], fingerprint: str | None = None,
+                   idempotency_key: str | None = None) -> Catalog:
     """The catalog, its entries and the new jobs' outbox rows, in the caller's transaction."""
-    catalog = Catalog(tenant_id=tenant_id, name=name, tolerance_pct=tolerance_pct, spec=spec)
+    catalog = Catalog(tenant_id=tenant_id, name=name, tolerance_pct=tolerance_pct, spec=spec,
+                      fingerprint=fingerprint, idempotency_key=idempotency_key)
     session.add(catalog)
     session.flush()
     for pair in pairs:
@@ -59,6 +61,11 @@ def create_catalog(session: Session, *, tenant_id: str, name: str | None, tolera
                                  recipe_name=pair.recipe_name, job_id=job.id, reused=reused))
     session.flush()
     return catalog
+
+
+def catalog_by_idempotency_key(session: Session, tenant_id: str, key: str) -> Catalog | None:
+    query = select(Catalog).where(Catalog.tenant_id == tenant_id, Catalog.idempotency_key == key)
+    return session.scalars(query).first()
 
 
 def catalog_cells(session: Session, catalog_id: str) -> list[tuple[CatalogEntry, Job]]:

@@ -188,7 +188,10 @@ class Catalog(Base):
     """Models x recipes submitted in one request; each pair is a job (possibly shared with earlier catalogs)."""
 
     __tablename__ = "catalogs"
-    __table_args__ = (Index("ix_catalogs_tenant_id_created_at", "tenant_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_catalogs_tenant_id_created_at", "tenant_id", "created_at"),
+        UniqueConstraint("tenant_id", "idempotency_key", name="uq_catalogs_tenant_id_idempotency_key"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=lambda: str(uuid.uuid4()))
     tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), default=DEFAULT_TENANT_ID,
@@ -196,6 +199,9 @@ class Catalog(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     tolerance_pct: Mapped[float] = mapped_column(Float, default=3.0)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # sha256 of the validated document, and the client's Idempotency-Key: a retried submission finds this catalog
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+
+from tests.fixtures.processes import process_running
 
 PARENT = """
 import subprocess, sys, time
@@ -18,23 +19,14 @@ time.sleep(120)
 """
 
 
-def _running(pid: int) -> bool:
-    """Alive and not a zombie (a dead child waits as a zombie until its new parent reaps it)."""
-    try:
-        state = Path(f"/proc/{pid}/status").read_text().split("\n")[1]
-    except FileNotFoundError:
-        return False
-    return "Z" not in state.split(":", 1)[1]
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSIG is Linux's")
 def test_child_dies_when_its_parent_is_killed() -> None:
     parent = subprocess.Popen([sys.executable, "-c", PARENT], stdout=subprocess.PIPE, text=True)
     child = int(parent.stdout.readline())  # type: ignore[union-attr]
-    assert _running(child)
+    assert process_running(child)
     parent.kill()
     parent.wait()
     deadline = time.monotonic() + 10
-    while _running(child) and time.monotonic() < deadline:
+    while process_running(child) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _running(child)
+    assert not process_running(child)

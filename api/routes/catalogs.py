@@ -6,19 +6,22 @@ no job is created or enqueued."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import PurePosixPath
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from api.auth import PrincipalDep
 from api.catalog_view import catalog_out, catalog_summary
 from api.deps import CeleryDep, SessionDep, SessionFactoryDep, SettingsDep
 from api.errors import field_error
+from api.idempotency import IdempotencyKey, replay
 from api.model_config import ModelUnreadable, read_model_config
 from api.schemas import MAX_OFFSET, CatalogCreate, CatalogOut, CatalogPage, problems
 from api.scoped import CatalogDep
@@ -29,6 +32,7 @@ from shrinkray.settings import Settings
 from storage.catalogs import (
     CatalogPair,
     cancel_catalog,
+    catalog_by_idempotency_key,
     catalog_cells,
     cells_of_catalogs,
     create_catalog,
@@ -138,7 +142,8 @@ _BODY = {"requestBody": {"required": True, "content": {
 
 @router.post("", status_code=201, response_model=CatalogOut, openapi_extra=_BODY, responses=problems(413, 415, 422))
 async def submit_catalog(request: Request, session: SessionDep, sessions: SessionFactoryDep, settings: SettingsDep,
-                         celery: CeleryDep, principal: PrincipalDep) -> CatalogOut:
+                         celery: CeleryDep, principal: PrincipalDep, response: Response,
+                         idempotency_key: IdempotencyKey = None) -> CatalogOut:
     """Validate the whole catalog, then create (or reuse) one job per pair and enqueue the new ones."""
     try:
         document = await _document(request, settings)
@@ -149,9 +154,24 @@ async def submit_catalog(request: Request, session: SessionDep, sessions: Sessio
         pairs = _pairs(spec, settings, principal)
     except CatalogRejected as exc:
         return field_error(exc.location, exc.message, status=exc.status)
-    with session.begin():
-        catalog = create_catalog(session, tenant_id=principal.tenant_id, name=spec.name,
-                                 tolerance_pct=spec.tolerance_pct, spec=spec.model_dump(mode="json"), pairs=pairs)
+    document = spec.model_dump(mode="json")
+    fingerprint = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    earlier = None
+    try:
+        with session.begin():
+            if idempotency_key:
+                earlier = catalog_by_idempotency_key(session, principal.tenant_id, idempotency_key)
+            if earlier is None:
+                catalog = create_catalog(session, tenant_id=principal.tenant_id, name=spec.name,
+                                         tolerance_pct=spec.tolerance_pct, spec=document, pairs=pairs,
+                                         fingerprint=fingerprint, idempotency_key=idempotency_key)
+    except IntegrityError:  # a concurrent request committed the same key a moment ago
+        earlier = catalog_by_idempotency_key(session, principal.tenant_id, idempotency_key) if idempotency_key else None
+        if earlier is None:
+            raise
+    if earlier is not None:
+        replay(response, idempotency_key or "", earlier.fingerprint, fingerprint)
+        return catalog_out(earlier, catalog_cells(session, earlier.id))
     _relay(sessions, celery)
     return catalog_out(catalog, catalog_cells(session, catalog.id))
 

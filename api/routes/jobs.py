@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.auth import PrincipalDep
 from api.deps import CeleryDep, SessionDep, SessionFactoryDep, SettingsDep
-from api.errors import IdempotencyConflict, InvalidSource
+from api.errors import InvalidSource
+from api.idempotency import IdempotencyKey, replay
 from api.model_config import ModelUnreadable, check_recipe_against_model
 from api.schemas import MAX_OFFSET, JobCreate, JobOut, JobPage, StageRunOut, problems
 from api.scoped import JobDep
@@ -30,21 +31,6 @@ def job_out(session: Session, job: Job) -> JobOut:
     out = JobOut.model_validate(job)
     out.stages = [StageRunOut.model_validate(run) for run in stage_runs(session, job.id)]
     return out
-
-
-IdempotencyKey = Annotated[str | None, Header(
-    alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
-    description="a client-chosen key: the same submission sent again with it returns the first job (200) "
-                "instead of creating another")]
-
-
-def _replayed(session: Session, job: Job, fingerprint: str, response: Response) -> JobOut:
-    """The job created earlier under the same key; a key reused for a different submission is an error."""
-    if job.fingerprint != fingerprint:
-        raise IdempotencyConflict(job.idempotency_key or "")
-    response.status_code = 200
-    response.headers["Idempotent-Replayed"] = "true"
-    return job_out(session, job)
 
 
 @router.post("", status_code=201, response_model=JobOut)
@@ -85,7 +71,8 @@ def submit_job(body: JobCreate, session: SessionDep, sessions: SessionFactoryDep
         if earlier is None:
             raise
     if earlier is not None:
-        return _replayed(session, earlier, fingerprint, response)
+        replay(response, idempotency_key or "", earlier.fingerprint, fingerprint)
+        return job_out(session, earlier)
     try:
         relay_outbox(sessions, celery)
     except Exception:  # the job is committed; the maintenance loop relays it once the broker is back

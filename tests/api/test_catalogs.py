@@ -159,3 +159,19 @@ def test_bad_catalogs_are_rejected_whole_naming_the_entry(client: TestClient, sm
     assert too_many.status_code == 422 and "limit is 3" in too_many.json()["detail"][0]["msg"]
     assert _counts(api_settings) == (0, 0)  # nothing was created or enqueued for any rejected catalog
     assert client.get("/v1/catalogs/00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_an_idempotency_key_makes_a_resubmitted_catalog_return_the_first(client: TestClient, api_settings: Settings,
+                                                                         catalog: dict) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    headers = {"Idempotency-Key": "catalog-nightly"}
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        responses = list(pool.map(lambda _: client.post("/v1/catalogs", json=catalog, headers=headers), range(4)))
+    assert sorted(response.status_code for response in responses) == [200, 200, 200, 201]
+    assert len({response.json()["id"] for response in responses}) == 1
+    assert sum(response.headers.get("Idempotent-Replayed") == "true" for response in responses) == 3
+    assert client.get("/v1/catalogs").json()["total"] == 1 and _counts(api_settings) == (4, 4)
+    changed = client.post("/v1/catalogs", json={**catalog, "tolerance_pct": 5}, headers=headers)
+    assert changed.status_code == 422 and _location(changed) == "header.Idempotency-Key"
+    assert client.post("/v1/catalogs", json=catalog).json()["id"] != responses[0].json()["id"]  # no key: another

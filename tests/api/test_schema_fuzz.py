@@ -1,8 +1,10 @@
 """schemathesis against the OpenAPI spec, on real Postgres and Redis: generated requests to every operation
-must never get a 5xx, and every response must match what the spec documents (status code, body schema)."""
+must never get a 5xx, and every response must match what the spec documents (status code, body schema); once
+as the single-user deployment and once as a shared one, with a tenant's API key."""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import (
@@ -13,7 +15,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.app import create_app
+from shrinkray.services import session_factory
 from shrinkray.settings import Settings
+from storage.db import transaction
+from storage.tenants import create_tenant, issue_key
 
 EXAMPLES_PER_OPERATION = 100
 # Not "schema-valid data must be accepted": a valid-looking model URI that names no model is refused on purpose.
@@ -21,8 +26,14 @@ CHECKS = [schemathesis.checks.not_a_server_error, status_code_conformance, conte
           response_headers_conformance, response_schema_conformance]
 
 
-def test_no_server_errors_and_responses_match_the_spec(api_settings: Settings) -> None:
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(api_settings, run_maintenance=False))
+@pytest.mark.parametrize("shared", [False, True], ids=["single-user", "api-keys"])
+def test_no_server_errors_and_responses_match_the_spec(api_settings: Settings, shared: bool) -> None:
+    settings_used = api_settings.model_copy(update={"auth_required": shared, "rate_limit_requests": 0})
+    headers = {}
+    if shared:
+        with transaction(session_factory(settings_used)) as session:
+            headers["Authorization"] = f"Bearer {issue_key(session, create_tenant(session, 'fuzz')).secret}"
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings_used, run_maintenance=False))
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10
     calls: dict[str, int] = {}
@@ -33,7 +44,7 @@ def test_no_server_errors_and_responses_match_the_spec(api_settings: Settings) -
                   suppress_health_check=list(HealthCheck))
         def call(case) -> None:  # type: ignore[no-untyped-def]
             calls[case.operation.label] = calls.get(case.operation.label, 0) + 1
-            case.call_and_validate(checks=CHECKS)
+            case.call_and_validate(checks=CHECKS, headers=headers)
 
         call()
     print(calls)

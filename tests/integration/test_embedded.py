@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import CORPUS, SHARED_MODEL
-from tests.fixtures.processes import ServiceProcess, free_port, wait_for_http, wait_for_job
+from tests.fixtures.processes import ServiceProcess, free_port, process_running, wait_for_http, wait_for_job
 from tests.integration.checkpoint_checks import (
     assert_quantized_close_to_original,
     download_artifacts,
@@ -40,6 +42,11 @@ def test_shrinkray_up_runs_a_job_end_to_end(tmp_path) -> None:
             download_artifacts(api, job["id"], tmp_path / "download")
     finally:
         up.stop(timeout_s=60)
+    worker_pid = int(re.search(r"worker pid (\d+)", (tmp_path / "up.log").read_text()).group(1))  # type: ignore[union-attr]
+    deadline = time.monotonic() + 15
+    while process_running(worker_pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not process_running(worker_pid), "the embedded worker outlived `shrinkray up`"
     assert (home / "shrinkray.db").is_file()
     assert (home / "artifacts" / "jobs" / job["id"] / "manifest.json").is_file()
     assert_quantized_close_to_original(tmp_path / "download" / "model")
