@@ -1,5 +1,5 @@
 """Background upkeep run by the API process: relay the outbox, reap stages whose worker went silent, and send
-queued jobs' messages again when the broker restarted empty."""
+queued jobs' messages again when the broker lost its data."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from shrinkray.settings import Settings
 from storage.db import transaction
 from storage.jobs import expired_leases, fail_stage, resend_queued
 from storage.models import utcnow
-from workers.broker_watch import BrokerRestartWatch
+from workers.broker_watch import BrokerMemoryWatch
 from workers.outbox import relay_outbox
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class MaintenanceLoop:
                  interval_s: float = 2.0) -> None:
         self._sessions, self._app, self._settings = sessions, app, settings
         self._interval_s = interval_s
-        self._broker = BrokerRestartWatch(settings.broker_url)
+        self._broker = BrokerMemoryWatch(settings.broker_url)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="maintenance")
 
