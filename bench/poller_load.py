@@ -25,21 +25,11 @@ from pathlib import Path
 import httpx
 
 from shrinkray.migrate import upgrade_database
-from shrinkray.services import session_factory
-from shrinkray.settings import Settings
-from storage.db import transaction
-from storage.tenants import create_tenant, issue_key
-from tests.conftest import SHARED, SHARED_MODEL, temporary_postgres_database, temporary_redis_database
+from tests.conftest import SHARED, SHARED_MODEL, temporary_postgres_database, temporary_redis_database, tenant_keys
 from tests.fixtures.processes import ServiceProcess, free_port, wait_for_http, wait_for_job
 
 TARGET_P50_MS = 100.0
 TARGET_P99_MS = 500.0
-
-
-def _keys(database_url: str, count: int) -> list[str]:
-    with transaction(session_factory(Settings(database_url=database_url))) as session:
-        tenant = create_tenant(session, "load")
-        return [issue_key(session, tenant, f"poller-{index}").secret for index in range(count)]
 
 
 async def _poller(base_url: str, key: str, path: str, until: float, latencies: list[float],
@@ -81,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     with temporary_postgres_database() as database_url, temporary_redis_database() as broker_url:
         upgrade_database(database_url)
-        keys = _keys(database_url, args.pollers)
+        keys = tenant_keys(database_url, "load", args.pollers)
         home = Path(tempfile.mkdtemp(prefix="shrinkray-pollers-"))
         env = {"SHRINKRAY_HOME": str(home), "SHRINKRAY_DATABASE_URL": database_url, "SHRINKRAY_BROKER_URL": broker_url,
                "SHRINKRAY_ARTIFACT_URL": (home / "artifacts").as_uri(), "SHRINKRAY_AUTH_REQUIRED": "true",

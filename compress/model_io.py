@@ -51,9 +51,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _refuse_escaping_links(root: Path) -> None:
+def _refuse_escaping_links(root: Path, entries: list[Path]) -> None:
     resolved_root = root.resolve()
-    for entry in root.rglob("*"):
+    for entry in entries:
         if entry.is_symlink() and not entry.resolve().is_relative_to(resolved_root):
             raise ModelRejected(f"{entry.relative_to(root)} is a link to a file outside the model directory")
 
@@ -86,8 +86,9 @@ def check_model_dir(path: Path) -> tuple[dict, list[Path]]:
     path = Path(path)
     if not path.is_dir():
         raise ModelRejected(f"{path} does not exist or is not a directory")
-    _refuse_escaping_links(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file())
+    entries = sorted(path.rglob("*"))
+    _refuse_escaping_links(path, entries)
+    files = [entry for entry in entries if entry.is_file()]
     for file in files:
         if file.suffix in PICKLE_SUFFIXES:
             raise ModelRejected(

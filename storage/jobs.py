@@ -17,12 +17,16 @@ from sqlalchemy.orm import Session
 from storage.models import Artifact, CatalogEntry, Job, JobStatus, OutboxMessage, Stage, StageRun, utcnow
 
 
+def canonical_sha256(document: Any) -> str:
+    """sha256 of a JSON-able document in canonical form (sorted keys, no spaces): equal documents, equal digests."""
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def job_fingerprint(*, model_uri: str, recipe: dict[str, Any], queue: str, calibration_uri: str | None,
                     eval_uri: str | None) -> str:
-    """sha256 of everything that determines a job's artifact and report, in canonical JSON."""
-    identity = {"model_uri": model_uri, "recipe": recipe, "queue": queue, "calibration_uri": calibration_uri,
-                "eval_uri": eval_uri}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """What determines a job's artifact and report, hashed: the Idempotency-Key check and catalog reuse use it."""
+    return canonical_sha256({"model_uri": model_uri, "recipe": recipe, "queue": queue,
+                             "calibration_uri": calibration_uri, "eval_uri": eval_uri})
 
 
 def create_job(session: Session, *, tenant_id: str, model_uri: str, recipe: dict[str, Any],

@@ -41,6 +41,20 @@ def model_stub(path: Path, **config_overrides: object) -> Path:
     return path
 
 
+def tenant_keys(database_url: str, tenant: str, count: int = 1) -> list[str]:
+    """A new tenant and `count` API keys of it, as `shrinkray keys create` prints them."""
+    from storage.db import make_engine, make_session_factory, transaction
+    from storage.tenants import create_tenant, issue_key
+
+    engine = make_engine(database_url)
+    try:
+        with transaction(make_session_factory(engine)) as session:
+            owner = create_tenant(session, tenant)
+            return [issue_key(session, owner).secret for _ in range(count)]
+    finally:
+        engine.dispose()
+
+
 def _sqlalchemy_url(database: str) -> str:
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     return f"{base}/{database}"

@@ -6,7 +6,6 @@ no job is created or enqueued."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import PurePosixPath
@@ -39,6 +38,7 @@ from storage.catalogs import (
     list_catalogs,
     retry_failed_cells,
 )
+from storage.jobs import canonical_sha256
 from storage.tenants import Principal
 from storage.uris import SourceRejected, parse_source_uri
 from workers.outbox import relay_outbox
@@ -155,7 +155,7 @@ async def submit_catalog(request: Request, session: SessionDep, sessions: Sessio
     except CatalogRejected as exc:
         return field_error(exc.location, exc.message, status=exc.status)
     document = spec.model_dump(mode="json")
-    fingerprint = hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    fingerprint = canonical_sha256(document)
     earlier = None
     try:
         with session.begin():

@@ -16,11 +16,8 @@ import uvicorn
 from sqlalchemy import event
 
 from api.app import create_app
-from shrinkray.services import session_factory
 from shrinkray.settings import Settings
-from storage.db import transaction
-from storage.tenants import create_tenant, issue_key
-from tests.conftest import SHARED, SHARED_MODEL
+from tests.conftest import SHARED, SHARED_MODEL, tenant_keys
 from tests.fixtures.processes import free_port
 
 
@@ -29,8 +26,7 @@ def server(migrated_postgres_url: str, redis_url: str, tmp_path) -> Iterator[tup
     settings = Settings(home=tmp_path, database_url=migrated_postgres_url, broker_url=redis_url,
                         artifact_url=(tmp_path / "artifacts").as_uri(), auth_required=True, api_threads=4,
                         auth_cache_s=0, model_roots=[str(SHARED)])
-    with transaction(session_factory(settings)) as session:
-        key = issue_key(session, create_tenant(session, "many")).secret
+    key = tenant_keys(migrated_postgres_url, "many")[0]
     app = create_app(settings, run_maintenance=False)
     in_use, peak = [0], [0]
     pool = app.state.sessions.kw["bind"].pool

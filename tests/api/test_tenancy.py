@@ -22,8 +22,8 @@ from shrinkray.services import session_factory
 from shrinkray.settings import Settings
 from storage.db import transaction
 from storage.models import ApiKey, Artifact, Job, JobStatus
-from storage.tenants import create_tenant, issue_key, revoke_key
-from tests.conftest import SHARED, SHARED_MODEL, model_stub
+from storage.tenants import revoke_key
+from tests.conftest import SHARED, SHARED_MODEL, model_stub, tenant_keys
 
 SUBMISSION = {"model_uri": SHARED_MODEL.as_uri(), "preset": "w4a16-rtn"}
 MISSING_JOB = "00000000-0000-4000-8000-000000000000"
@@ -45,15 +45,10 @@ def shared_settings(migrated_postgres_url: str, redis_url: str, moto_s3, tmp_pat
                     auth_cache_s=0.5)
 
 
-def _issue(settings: Settings, tenant: str) -> str:
-    with transaction(session_factory(settings)) as session:
-        return issue_key(session, create_tenant(session, tenant)).secret
-
-
 @pytest.fixture()
 def teams(shared_settings: Settings) -> Iterator[tuple[Team, Team]]:
     app = create_app(shared_settings, run_maintenance=False)
-    keys = [_issue(shared_settings, name) for name in ("team-a", "team-b")]
+    keys = [tenant_keys(shared_settings.database_url, name)[0] for name in ("team-a", "team-b")]
     with TestClient(app) as a, TestClient(app) as b:
         a.headers["Authorization"], b.headers["Authorization"] = (f"Bearer {key}" for key in keys)
         yield Team("team-a", keys[0], a), Team("team-b", keys[1], b)

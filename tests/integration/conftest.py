@@ -11,9 +11,7 @@ import httpx
 import pytest
 
 from shrinkray.migrate import upgrade_database
-from storage.db import make_engine, make_session_factory, transaction
-from storage.tenants import create_tenant, issue_key
-from tests.conftest import SHARED, temporary_postgres_database, temporary_redis_database
+from tests.conftest import SHARED, temporary_postgres_database, temporary_redis_database, tenant_keys
 from tests.fixtures.processes import ServiceProcess, free_port, wait_for_http
 
 pytestmark = pytest.mark.integration
@@ -40,7 +38,7 @@ def s3_stack(moto_s3, tmp_path_factory) -> Iterator[Stack]:
         upgrade_database(database_url)
         env = {
             "SHRINKRAY_AUTH_REQUIRED": "true",
-            "SHRINKRAY_API_KEY": _issue_key(database_url, "ci-team"),
+            "SHRINKRAY_API_KEY": tenant_keys(database_url, "ci-team")[0],
             # the shared models and texts, and the models tests build under pytest's temporary folder
             "SHRINKRAY_MODEL_ROOTS": f"{SHARED},{tmp_path_factory.getbasetemp()}",
             "SHRINKRAY_HOME": str(home),
@@ -53,15 +51,6 @@ def s3_stack(moto_s3, tmp_path_factory) -> Iterator[Stack]:
             "SHRINKRAY_DEVICE": "cpu",
         }
         yield from _run_stack(env, home, ["worker", "--queues", "cpu"])
-
-
-def _issue_key(database_url: str, tenant: str) -> str:
-    engine = make_engine(database_url)
-    try:
-        with transaction(make_session_factory(engine)) as session:
-            return issue_key(session, create_tenant(session, tenant)).secret
-    finally:
-        engine.dispose()
 
 
 def _run_stack(env: dict[str, str], home: Path, worker_args: list[str]) -> Iterator[Stack]:

@@ -18,8 +18,8 @@ from api.app import create_app
 from shrinkray.services import session_factory
 from shrinkray.settings import Settings
 from storage.db import transaction
-from storage.tenants import create_tenant, issue_key, revoke_key
-from tests.conftest import SHARED, SHARED_MODEL, model_stub
+from storage.tenants import revoke_key
+from tests.conftest import SHARED, SHARED_MODEL, model_stub, tenant_keys
 
 MISSING = "00000000-0000-4000-8000-000000000000"
 
@@ -175,14 +175,6 @@ class Deployment:
     cases: list[Case]
 
 
-def _key(settings: Settings, tenant: str, revoked: bool = False) -> str:
-    with transaction(session_factory(settings)) as session:
-        issued = issue_key(session, create_tenant(session, tenant))
-        if revoked:
-            revoke_key(session, issued.prefix)
-        return issued.secret
-
-
 @contextmanager
 def deployment_under_attack(database_url: str, broker_url: str, root: Path) -> Iterator[Deployment]:
     """An app on a migrated database; `root` holds its artifacts and the bad model directories."""
@@ -190,8 +182,10 @@ def deployment_under_attack(database_url: str, broker_url: str, root: Path) -> I
                         artifact_url=(root / "artifacts").as_uri(), auth_required=True,
                         model_roots=[str(SHARED), str(root / "models")], model_buckets=["models"])
     app = create_app(settings, run_maintenance=False)
-    keys = {"a": _key(settings, "team-a"), "b": _key(settings, "team-b")}
-    revoked = _key(settings, "team-gone", revoked=True)
+    keys = {"a": tenant_keys(database_url, "team-a")[0], "b": tenant_keys(database_url, "team-b")[0]}
+    revoked = tenant_keys(database_url, "team-gone")[0]
+    with transaction(session_factory(settings)) as session:
+        revoke_key(session, revoked.split("_")[1])
     with TestClient(app) as a, TestClient(app) as b, TestClient(app) as anonymous:
         a.headers["Authorization"] = f"Bearer {keys['a']}"
         b.headers["Authorization"] = f"Bearer {keys['b']}"
