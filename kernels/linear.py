@@ -25,6 +25,11 @@ def _optional_buffer(module: nn.Module, name: str, value: torch.Tensor | None) -
     module.register_buffer(name, value.contiguous() if value is not None else None)
 
 
+def _group_major(tensor: torch.Tensor) -> torch.Tensor:
+    """[N, G] with column-major strides (N contiguous)."""
+    return tensor.t().contiguous().t()
+
+
 class CompressedLinear(nn.Module):
     """Flattens leading dimensions, runs `_matmul` on [M, K] and restores them; `kernel` names what runs."""
 
@@ -71,8 +76,10 @@ class Int4Linear(CompressedLinear):
         _optional_buffer(self, "permutation", permutation.to(codes.device) if permutation is not None else None)
         # the kernel layout [K / 8, N]: eight codes along K per word, words contiguous along N
         self.register_buffer("packed", pack_to_int32(codes.T.contiguous(), 4, packed_dim=0))
-        self.register_buffer("scale", scale.to(dtype).contiguous())
-        _optional_buffer(self, "zero_point", zero_point.to(torch.int8) if zero_point is not None else None)
+        # scales and zero points group-major ([K / G, N] in memory, seen as [N, K / G]): the kernels read a
+        # tile's N scales of one group as one contiguous row instead of N strided gathers
+        self.register_buffer("scale", _group_major(scale.to(dtype)))
+        self.register_buffer("zero_point", _group_major(zero_point.to(torch.int8)) if zero_point is not None else None)
 
     def _matmul(self, x: torch.Tensor) -> torch.Tensor:
         if self.permutation is not None:

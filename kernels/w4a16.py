@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.split_k import split_k_workspace
 from kernels.triton_support import interpreted, require_triton, triton
 
 if triton is not None:
@@ -55,17 +56,25 @@ def w4a16_reference(
     return (y if bias is None else y + bias.float()).to(x.dtype)
 
 
+# Codes become floats without a conversion instruction (those run at a quarter of the rate of integer and
+# float ops, and one per weight was what bounded both kernels): a nibble OR-ed under the exponent bits of a
+# float is that float's low mantissa, so the float is BASE + nibble exactly. The constant BASE + 8 (+ zero
+# point) is taken off once per group as that offset times the group's sum of x, not once per weight. The GEMV
+# kernel works in fp32, where 0x43000000 is 128.0 and a nibble at bits 16..19 reads as 128 + nibble.
+HALF_MAGIC = {torch.bfloat16: (0x4300, 128.0), torch.float16: (0x6400, 1024.0)}  # bits of BASE, BASE
+
 if triton is not None:
 
     @triton.jit
     def _w4a16_kernel(
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M, N, K,
-        stride_xm, stride_pk, stride_sn, stride_om,
+        stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
         GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        CODE_BITS: tl.constexpr, CODE_BASE: tl.constexpr,  # HALF_MAGIC of x's dtype
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-        UPCAST: tl.constexpr,
+        SWAP: tl.constexpr, UPCAST: tl.constexpr,
     ):
         pid = tl.program_id(0)
         split = tl.program_id(1)
@@ -85,18 +94,21 @@ if triton is not None:
             word_rows = k0 // 8 + words
             packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
                              mask=(word_rows < tl.cdiv(K, 8))[:, None] & col_ok[None, :], other=0)
-            nibbles = (packed[:, None, :] >> shifts[None, :, None]) & 0xF  # [BLOCK_K / 8, 8, BLOCK_N]
-            codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)) - 8
+            bits = ((packed[:, None, :] >> shifts[None, :, None]) & 0xF) | CODE_BITS  # [BLOCK_K / 8, 8, BLOCK_N]
+            codes = tl.reshape(bits, (BLOCK_K, BLOCK_N)).to(tl.int16).to(x_ptr.dtype.element_ty, bitcast=True)
             # BLOCK_K divides GROUP_SIZE, so the whole K block shares one scale (and zero point) per output column
-            scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
-            if HAS_ZERO:  # asymmetric: w = (q - z) * s, and q - z in [-15, 15] is still exact in bf16/fp16
-                zero = tl.load(zero_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0)
-                codes -= zero.to(tl.int32)[None, :]
-            # codes (-8..7) are exact in bf16/fp16: the scale is applied to the block's fp32 partial sums instead
+            group = k0 // GROUP_SIZE
+            scale = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=col_ok, other=0.0)
+            offset = tl.full((BLOCK_N,), CODE_BASE + 8, tl.float32)
+            if HAS_ZERO:  # asymmetric: w = (q - z) * s
+                offset += tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=col_ok, other=0).to(tl.float32)
             if UPCAST:  # Triton's interpreter mishandles bf16 dots; it checks the logic in fp32
-                partial = tl.dot(x.to(tl.float32), codes.to(tl.float32))
+                x, codes = x.to(tl.float32), codes.to(tl.float32)
+            if SWAP:  # (W x^T)^T: the dequantized tile is the first operand and a short M the instruction's narrow side
+                partial = tl.trans(tl.dot(tl.trans(codes), tl.trans(x)))
             else:
-                partial = tl.dot(x, codes.to(x.dtype))
+                partial = tl.dot(x, codes)
+            partial -= tl.sum(x.to(tl.float32), axis=1)[:, None] * offset[None, :]
             acc += partial * scale.to(tl.float32)[None, :]
         out = out_ptr + rows[:, None] * stride_om + cols[None, :]
         mask = row_ok[:, None] & col_ok[None, :]
@@ -117,12 +129,14 @@ if triton is not None:
                 tl.atomic_xchg(arrivals_ptr + pid, 0)
 
     _CONFIGS = [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w, num_stages=st)
+        # measured on an H200: tiles of up to 32 rows are fastest swapped, taller ones plain
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "SWAP": m <= 32},
+                      num_warps=w, num_stages=st)
         for m, n, k, s, w, st in [
             (16, 64, 128, 1, 4, 4), (16, 64, 128, 2, 4, 4), (16, 64, 128, 4, 4, 4), (16, 128, 128, 4, 4, 4),
             (16, 32, 128, 4, 4, 4), (16, 64, 64, 8, 4, 4), (16, 128, 128, 2, 8, 3), (16, 256, 64, 1, 8, 3),
             (32, 64, 128, 2, 4, 4), (32, 128, 128, 1, 4, 4), (64, 128, 64, 1, 4, 4), (64, 128, 128, 1, 8, 3),
-            (128, 128, 64, 1, 8, 3), (128, 256, 64, 1, 8, 3), (64, 256, 64, 1, 8, 4),
+            (64, 128, 128, 1, 4, 4), (64, 64, 128, 1, 4, 4),
         ]
     ]
 
@@ -141,14 +155,43 @@ if triton is not None:
 if triton is not None:
 
     @triton.jit
+    def _dequantize_kernel(
+        packed_ptr, scale_ptr, zero_ptr, out_ptr, N, K, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    ):
+        """The weight in x's dtype as [K, N] (the kernel layout's orientation, rows written whole along N)."""
+        words = tl.program_id(0) * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < N
+        packed = tl.load(packed_ptr + words[:, None] * stride_pk + cols[None, :],
+                         mask=(words < K // 8)[:, None] & col_ok[None, :], other=0)
+        nibbles = (packed[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF
+        codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)).to(tl.float32) - 8.0
+        ks = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
+        groups = ks // GROUP_SIZE
+        mask = (ks < K)[:, None] & col_ok[None, :]
+        if HAS_ZERO:
+            codes -= tl.load(zero_ptr + cols[None, :] * stride_zn + groups[:, None] * stride_zg, mask=mask,
+                             other=0).to(tl.float32)
+        scale = tl.load(scale_ptr + cols[None, :] * stride_sn + groups[:, None] * stride_sg, mask=mask, other=0.0)
+        tl.store(out_ptr + ks[:, None] * N + cols[None, :], (codes * scale.to(tl.float32)).to(out_ptr.dtype.element_ty),
+                 mask=mask)
+
+
+if triton is not None:
+
+    @triton.jit
     def _w4a16_gemv_kernel(
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
-        N, K, stride_xm, stride_pk, stride_sn, stride_om,
+        N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     ):
         """One input row per program row (decoding): no tensor-core tile to fill, the K loop is a plain reduction
-        over the unpacked [BLOCK_K / 8, 8, BLOCK_N] codes, so all the time goes into streaming the weights.
+        over the codes of [BLOCK_K / 8, BLOCK_N] words, one nibble position at a time. It is bound by instructions
+        per code, not by HBM (measured: the same loop without the arithmetic streams the weights twice as fast),
+        so a code costs one AND (it is read in place as a float denormal) and one fused multiply-add; the sums
+        stay per word until the loop ends, so no reduction crosses threads inside it.
 
         Split-K in one launch: the K slices of a tile add their fp32 sums into a workspace and count in; the
         last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
@@ -159,29 +202,50 @@ if triton is not None:
         split = tl.program_id(2)
         col_ok = cols < N
         words = tl.arange(0, BLOCK_K // 8)
-        nibble = tl.arange(0, 8)
-        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
-            word_rows = k0 // 8 + words
-            packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
-                             mask=(word_rows < K // 8)[:, None] & col_ok[None, :], other=0)
-            codes = ((packed[:, None, :] >> (nibble * 4)[None, :, None]) & 0xF) - 8
+        acc = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
+        step = BLOCK_K * SPLIT_K
+        k0 = split * BLOCK_K
+        word_rows = k0 // 8 + words
+        packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
+                         mask=(word_rows < K // 8)[:, None] & col_ok[None, :], other=0)
+        for _ in range(tl.cdiv(K - k0, step)):
+            # the next block's words are requested before this block is computed, so two are in flight
+            next_rows = (k0 + step) // 8 + words
+            upcoming = tl.load(packed_ptr + next_rows[:, None] * stride_pk + cols[None, :],
+                               mask=(next_rows < K // 8)[:, None] & col_ok[None, :], other=0)
+            group = k0 // GROUP_SIZE
+            partial = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
+            x_sum = tl.zeros((BLOCK_K // 8,), dtype=tl.float32)
+            high = packed >> 8  # nibbles 6 and 7 moved to bits 16..23
+            for nibble in tl.static_range(8):
+                ks = k0 + words * 8 + nibble
+                x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
+                # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 denormal nibble * 2^(b - 149):
+                # one AND per code; x is pre-scaled by 2^(96 - b), so every product is nibble * x * 2^-53
+                if nibble < 6:
+                    bits = packed & (0xF << (4 * nibble))
+                    x_scaled = x * (2.0 ** (96 - 4 * nibble))
+                else:
+                    bits = high & (0xF << (4 * nibble - 8))
+                    x_scaled = x * (2.0 ** (104 - 4 * nibble))
+                partial += bits.to(tl.float32, bitcast=True) * x_scaled[:, None]
+                x_sum += x
+            offset = tl.full((BLOCK_N,), 8.0, tl.float32)  # codes are stored + 8
             if HAS_ZERO:
-                zero = tl.load(zero_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0).to(tl.int32)
-                codes -= zero[None, None, :]
-            ks = k0 + words[:, None] * 8 + nibble[None, :]
-            x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
-            partial = tl.sum(tl.sum(codes.to(tl.float32) * x[:, :, None], axis=1), axis=0)
-            scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
-            acc += partial * scale.to(tl.float32)
+                offset += tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=col_ok, other=0).to(tl.float32)
+            scale = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=col_ok, other=0.0).to(tl.float32)
+            acc += (partial * 2.0 ** 53 - x_sum[:, None] * offset[None, :]) * scale[None, :]
+            packed = upcoming
+            k0 += step
+        total = tl.sum(acc, axis=0)
         out = out_ptr + row * stride_om + cols
         if SPLIT_K == 1:
             if HAS_BIAS:
-                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=col_ok)
+                total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+            tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
         else:
             sums = sums_ptr + row * N + cols
-            tl.atomic_add(sums, acc, mask=col_ok)
+            tl.atomic_add(sums, total, mask=col_ok)
             tile = row * tl.num_programs(1) + tl.program_id(1)
             arrived = tl.atomic_add(arrivals_ptr + tile, 1)  # acq_rel: orders the sums before the count
             if arrived == SPLIT_K - 1:
@@ -192,29 +256,54 @@ if triton is not None:
                 tl.store(sums, tl.zeros_like(total), mask=col_ok)
                 tl.atomic_xchg(arrivals_ptr + tile, 0)
 
+    _GEMV_CONFIGS = [
+        triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w)
+        for n, k, s, w in [
+            (128, 128, 8, 4), (128, 128, 4, 4), (128, 128, 16, 4), (256, 128, 8, 8), (256, 128, 4, 8),
+            (64, 128, 8, 4), (128, 64, 8, 4), (128, 256, 8, 8), (256, 64, 8, 4), (128, 128, 2, 4),
+        ]
+    ]
 
-_WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+    def _prune_gemv(configs: list, named_args: dict, **kwargs: object) -> list:
+        """BLOCK_K must divide the group size."""
+        group_size = int({**named_args, **kwargs}["GROUP_SIZE"])
+        kept = [c for c in configs if group_size % c.kwargs["BLOCK_K"] == 0]
+        return kept or [triton.Config({"BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 8}, num_warps=4)]
+
+    _w4a16_gemv_autotuned = triton.autotune(
+        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO"],
+        prune_configs_by={"early_config_prune": _prune_gemv},
+    )(_w4a16_gemv_kernel)
 
 
-def split_k_workspace(device: torch.device, sums: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zeroed fp32 sums and int32 arrival counters, at least `sums` and `tiles` long, kept per device. Every
-    kernel that uses them leaves them zeroed again, so they are allocated (and zeroed) once, outside any CUDA
-    graph capture that follows; callers on one device must run on one stream."""
-    held = _WORKSPACES.get(device)
-    if held is None or held[0].numel() < sums or held[1].numel() < tiles:
-        size = max(sums, 1 << 20, held[0].numel() if held else 0)
-        count = max(tiles, 1 << 14, held[1].numel() if held else 0)
-        held = (torch.zeros(size, device=device, dtype=torch.float32),
-                torch.zeros(count, device=device, dtype=torch.int32))
-        _WORKSPACES[device] = held
-    return held
-
-
-# Decoding batches up to this many rows take the GEMV kernel (one weight pass per row is still cheaper there
-# than a 16-row tensor-core tile). The tile was the fastest of 36 (BLOCK_N x BLOCK_K x SPLIT_K) on the H100 at
-# M=1 for 28672x8192, 14336x4096 and 4096x4096 (a sweep of 2026-11-25); BLOCK_K shrinks to smaller groups.
+# Decoding batches up to this many rows take the GEMV kernel (one weight pass per row, the passes after the
+# first mostly from L2, is still cheaper there than a 16-row tensor-core tile).
 GEMV_MAX_ROWS = 4
-GEMV_CONFIG = {"BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 8}
+# From this many rows (prefill) the weight is dequantized once into a transient [K, N] buffer and cuBLAS runs
+# the matmul: at 28672 x 8192 on an H200 the fused kernel took 300-330 us at M=128 and 465 us at M=256 against
+# cuBLAS bf16's 134 and 207 plus a dequantization pass that writes 2 bytes per weight (about 140 us there).
+DEQUANTIZE_MIN_ROWS = 128
+
+
+def dequantize_to_kn(packed: torch.Tensor, scale: torch.Tensor, group_size: int, dtype: torch.dtype,
+                     zero_point: torch.Tensor | None = None) -> torch.Tensor:
+    """The int4 weight in kernel layout as a dense [K, N] tensor of `dtype` (one Triton pass)."""
+    k, n = packed.shape[0] * PACK, packed.shape[1]
+    out = torch.empty(k, n, device=packed.device, dtype=dtype)
+    zero = zero_point if zero_point is not None else scale
+    block_k = min(64, group_size)
+    _dequantize_kernel[(triton.cdiv(k, block_k), triton.cdiv(n, 128))](
+        packed, scale, zero, out, n, k, packed.stride(0), *scale.stride(), *zero.stride(), GROUP_SIZE=group_size,
+        HAS_ZERO=zero_point is not None, BLOCK_N=128, BLOCK_K=block_k, num_warps=4)
+    return out
+
+
+def _check_group_tensor(name: str, tensor: torch.Tensor, shape: tuple[int, int]) -> None:
+    """Scales and zero points may be strided either way: [N, K / G] as checkpoints hold them, or its transpose
+    made contiguous (Int4Linear's choice: a tile's scales are then one contiguous row)."""
+    if tensor.shape != shape or tensor.stride(0) < 1 or tensor.stride(1) < 1 or 1 not in tensor.stride():
+        raise ValueError(f"{name} must be a dense {list(shape)} tensor (either stride order), got "
+                         f"{tuple(tensor.shape)} with strides {tensor.stride()}")
 
 
 def w4a16_matmul(
@@ -225,7 +314,8 @@ def w4a16_matmul(
     """x [..., K] (bf16/fp16) times the int4 weight in kernel layout [K / 8, N] (to_kernel_layout) with scales
     [N, K / group_size] and, for asymmetric weights, int8 zero points of the same shape; out [..., N] in x's dtype.
 
-    On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter)."""
+    On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter), and
+    {"GEMV": True, ...} pins the GEMV kernel."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")
@@ -234,11 +324,11 @@ def w4a16_matmul(
     n, k = packed.shape[1], x.shape[-1]
     if packed.shape[0] * PACK != k or k % group_size or group_size % 32:
         raise ValueError(f"K={k}, packed {tuple(packed.shape)} and group_size {group_size} do not agree")
-    if scale.shape != (n, k // group_size) or scale.stride(-1) != 1:
-        raise ValueError(f"scale must be a row-major [{n}, {k // group_size}] tensor, got {tuple(scale.shape)}")
-    if zero_point is not None and (zero_point.shape != scale.shape or zero_point.stride() != scale.stride()
-                                   or zero_point.dtype != torch.int8):
-        raise ValueError(f"zero_point must be int8 shaped and strided like scale {tuple(scale.shape)}")
+    _check_group_tensor("scale", scale, (n, k // group_size))
+    if zero_point is not None:
+        _check_group_tensor("zero_point", zero_point, (n, k // group_size))
+        if zero_point.dtype != torch.int8:
+            raise ValueError(f"zero_point must be int8, got {zero_point.dtype}")
     if bias is not None and bias.shape != (n,):
         raise ValueError(f"bias must be [{n}]")
     if not (x.device == packed.device == scale.device):
@@ -249,36 +339,44 @@ def w4a16_matmul(
     m = x2.shape[0]
     if out is not None and (out.shape != (*x.shape[:-1], n) or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {(*x.shape[:-1], n)}")
-    gemv = (config is None and x.is_cuda and m <= GEMV_MAX_ROWS) or bool((config or {}).get("GEMV"))
-    if gemv:
-        config = {**GEMV_CONFIG, "BLOCK_K": min(GEMV_CONFIG["BLOCK_K"], group_size),
-                  **{key: value for key, value in (config or {}).items() if key != "GEMV"}}
-        if group_size % config["BLOCK_K"]:
-            raise ValueError(f"BLOCK_K {config['BLOCK_K']} must divide group_size {group_size}")
-    split_k = (config or {}).get("SPLIT_K", 1)
-    out2 = out.view(m, n) if out is not None else None
-    operands = (x2, packed, scale, zero_point if zero_point is not None else scale,
-                bias if bias is not None else scale)
-    flags = {"GROUP_SIZE": group_size, "HAS_ZERO": zero_point is not None, "HAS_BIAS": bias is not None}
-    target = out2 if out2 is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
+    pinned = dict(config or {})
+    gemv = bool(pinned.pop("GEMV", config is None and x.is_cuda and m <= GEMV_MAX_ROWS))
+    if "BLOCK_K" in pinned and group_size % pinned["BLOCK_K"]:
+        raise ValueError(f"BLOCK_K {pinned['BLOCK_K']} must divide group_size {group_size}")
+    zero = zero_point if zero_point is not None else scale
+    target = out.view(m, n) if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
+    if pinned.pop("DEQUANTIZE", config is None and x.is_cuda and m >= DEQUANTIZE_MIN_ROWS):
+        weight = dequantize_to_kn(packed, scale, group_size, x.dtype, zero_point)
+        if bias is None:
+            torch.matmul(x2, weight, out=target)
+        else:
+            torch.addmm(bias.to(x.dtype), x2, weight, out=target)
+        return target.view(*x.shape[:-1], n)
     # tiles are never smaller than 16 x 16, so m * cdiv(n, 16) counters cover every tiling
     sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * 16 * triton.cdiv(n, 16))
-    args = (*operands, target, sums, arrivals)
+    args = (x2, packed, scale, zero, bias if bias is not None else scale, target, sums, arrivals)
+    strides = (x2.stride(0), packed.stride(0), *scale.stride(), *zero.stride(), target.stride(0))
+    flags = {"GROUP_SIZE": group_size, "HAS_ZERO": zero_point is not None, "HAS_BIAS": bias is not None}
+    tune = config is None and x.is_cuda
     if gemv:
-        tiles_n = triton.cdiv(n, config["BLOCK_N"])
-        _w4a16_gemv_kernel[(m, tiles_n, split_k)](
-            *args, n, k, x2.stride(0), packed.stride(0), scale.stride(0), target.stride(0), **flags,
-            BLOCK_N=config["BLOCK_N"], BLOCK_K=config["BLOCK_K"], SPLIT_K=split_k, num_warps=4)
+        def gemv_grid(meta: dict) -> tuple[int, int, int]:
+            return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
+
+        if tune:
+            _w4a16_gemv_autotuned[gemv_grid](*args, n, k, *strides, **flags)
+        else:
+            pinned = {"BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **pinned}
+            _w4a16_gemv_kernel[gemv_grid(pinned)](*args, n, k, *strides, **flags, **pinned, num_warps=4)
         return target.view(*x.shape[:-1], n)
 
     def grid(meta: dict) -> tuple[int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
-    strides = (m, n, k, x2.stride(0), packed.stride(0), scale.stride(0), target.stride(0))
-    bucket = max(16, triton.next_power_of_2(m))
-    if config is None and x.is_cuda:
-        _w4a16_autotuned[grid](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=False)
+    code_bits, code_base = HALF_MAGIC[x.dtype]
+    flags.update(M_BUCKET=max(16, triton.next_power_of_2(m)), CODE_BITS=code_bits, CODE_BASE=code_base)
+    if tune:
+        _w4a16_autotuned[grid](*args, m, n, k, *strides, **flags, UPCAST=False)
     else:
-        config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **(config or {})}
-        _w4a16_kernel[grid(config)](*args, *strides, M_BUCKET=bucket, **flags, UPCAST=interpreted(), **config)
+        pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "SWAP": False, **pinned}
+        _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **flags, UPCAST=interpreted(), **pinned)
     return target.view(*x.shape[:-1], n)

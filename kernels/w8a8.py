@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.split_k import split_k_workspace
 from kernels.triton_support import interpreted, require_triton, triton
 
 if triton is not None:
@@ -35,7 +36,7 @@ if triton is not None:
 
     @triton.jit
     def _scaled_matmul_kernel(
-        x_ptr, xs_ptr, w_ptr, ws_ptr, bias_ptr, out_ptr,
+        x_ptr, xs_ptr, w_ptr, ws_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M, N, K, stride_xm, stride_wn, stride_om,
         M_BUCKET: tl.constexpr, HAS_X_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
@@ -77,15 +78,23 @@ if triton is not None:
         y = acc.to(tl.float32) * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[None, :]
         if HAS_X_SCALE:
             y = y * tl.load(xs_ptr + rows, mask=row_ok, other=0.0)[:, None]
-        if HAS_BIAS:
-            if split == 0:
-                y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
         out = out_ptr + rows[:, None] * stride_om + cols[None, :]
         mask = row_ok[:, None] & col_ok[None, :]
         if SPLIT_K == 1:
+            if HAS_BIAS:
+                y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.atomic_add(out, y, mask=mask)
+        else:  # one-launch split-K (kernels/split_k.py): the last slice to arrive writes the tile
+            sums = sums_ptr + rows[:, None] * N + cols[None, :]
+            tl.atomic_add(sums, y, mask=mask)
+            arrived = tl.atomic_add(arrivals_ptr + pid, 1)
+            if arrived == SPLIT_K - 1:
+                total = tl.load(sums, mask=mask, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=mask)
+                tl.store(sums, tl.zeros_like(total), mask=mask)
+                tl.atomic_xchg(arrivals_ptr + pid, 0)
 
     _CONFIGS = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "GROUP_M": 8},
@@ -95,6 +104,8 @@ if triton is not None:
             (16, 128, 256, 1, 4, 4), (32, 64, 256, 2, 4, 4), (32, 128, 128, 1, 4, 4),
             (64, 64, 128, 1, 4, 4), (64, 128, 128, 1, 4, 4), (64, 128, 128, 2, 4, 4), (64, 256, 128, 1, 8, 3),
             (128, 128, 128, 1, 8, 3), (128, 256, 128, 1, 8, 3), (128, 128, 64, 1, 4, 4),
+            (128, 256, 128, 1, 8, 4), (256, 128, 128, 1, 8, 3), (128, 128, 128, 1, 4, 4), (64, 256, 128, 1, 4, 4),
+            (128, 256, 64, 1, 8, 4), (256, 128, 64, 1, 8, 4), (128, 128, 128, 1, 8, 4),
         ]
     ]
 
@@ -105,7 +116,6 @@ if triton is not None:
 
     _scaled_matmul_autotuned = triton.autotune(
         configs=_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune},
-        reset_to_zero=["out_ptr"],
     )(_scaled_matmul_kernel)
 
 
@@ -138,25 +148,21 @@ def scaled_matmul(
         raise ValueError(f"bias must be [{n}]")
     if out is not None and (out.shape != (m, n) or out.dtype != out_dtype or out.stride(-1) != 1):
         raise ValueError(f"out must be a row-major [{m}, {n}] {out_dtype} tensor")
-    split_k = (config or {}).get("SPLIT_K", 1)
-    accumulate = config is None or split_k > 1  # split-K programs add fp32 partial sums into one buffer
-    target = torch.zeros(m, n, device=x.device, dtype=torch.float32) if accumulate else (
-        out if out is not None else torch.empty(m, n, device=x.device, dtype=out_dtype))
+    target = out if out is not None else torch.empty(m, n, device=x.device, dtype=out_dtype)
+    sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * triton.cdiv(n, 16))
 
     def grid(meta: dict) -> tuple[int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
     args = (x, x_scale if x_scale is not None else w_scale, weight, w_scale, bias if bias is not None else w_scale,
-            target, m, n, k, x.stride(0), weight.stride(0), target.stride(0))
+            target, sums, arrivals, m, n, k, x.stride(0), weight.stride(0), target.stride(0))
     flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "HAS_X_SCALE": quantized_x,
              "HAS_BIAS": bias is not None}
     if config is None and x.is_cuda:
         _scaled_matmul_autotuned[grid](*args, **flags, UPCAST=False)
     else:
         config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "GROUP_M": 4, **(config or {})}
+        if config["BLOCK_M"] < 16 or config["BLOCK_N"] < 16:
+            raise ValueError("tiles are at least 16 x 16 (the split-K counters are sized for that)")
         _scaled_matmul_kernel[grid(config)](*args, **flags, UPCAST=interpreted(), **config)
-    if target.dtype == out_dtype and (out is None or target is out):
-        return target
-    if out is None:
-        return target.to(out_dtype)
-    return out.copy_(target)
+    return target

@@ -7,7 +7,10 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import dequantize_weight, quantize_weight
-from kernels.w4a16 import split_k_workspace, to_kernel_layout, unpack_int4, w4a16_matmul, w4a16_reference
+from kernels.split_k import split_k_workspace
+from kernels.w4a16 import (
+    dequantize_int4, dequantize_to_kn, to_kernel_layout, unpack_int4, w4a16_matmul, w4a16_reference,
+)
 from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
 
 
@@ -31,6 +34,8 @@ def test_unpacking_inverts_compressed_tensors_packing() -> None:
         (5, 64, 128, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2}),
         (19, 33, 96, 32, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3}),
         (33, 48, 256, 128, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1}),
+        (7, 40, 128, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2, "SWAP": True}),
+        (40, 24, 192, 64, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1, "SWAP": True}),
         (1, 40, 128, 32, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 1}),
         (3, 70, 256, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 3}),
     ],
@@ -51,6 +56,7 @@ def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> N
 @pytest.mark.parametrize("config", [
     {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 2},
     {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 1},
+    {"DEQUANTIZE": True},
 ])
 def test_asymmetric_weights_with_bias(config: dict) -> None:
     """Zero points (w = (q - z) * s) and a bias, on a 3-D input."""
@@ -104,3 +110,42 @@ def test_bad_arguments_are_refused() -> None:
         w4a16_matmul(x, packed, scale, 32, zero_point=torch.zeros(32, 2, dtype=torch.int32))
     with pytest.raises(ValueError, match="out"):
         w4a16_matmul(x, packed, scale, 32, out=poisoned(2, 16, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("config", [
+    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 2},
+    {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "SWAP": True},
+    {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 2},
+    {"DEQUANTIZE": True},
+])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_group_major_scales_zero_points_and_fp16(config: dict, dtype: torch.dtype) -> None:
+    """Scales and zero points strided group-major, as Int4Linear holds them, and fp16 activations (whose codes
+    take a different exponent trick than bf16's): the same result as the reference on the checkpoint layout."""
+    n, k, group_size = 48, 256, 64
+    weight = randn(n, k, seed=11, dtype=torch.float32, scale=0.05).cpu() - 0.01
+    codes, scale, zero_point = quantize_weight(weight, 4, group_size, False, dtype)
+    packed = pack_to_int32(codes, 4)
+    x = randn(3, k, seed=12).to(dtype)
+    group_major = [t.to(DEVICE).t().contiguous().t() for t in (scale.to(dtype), zero_point.to(torch.int8))]
+    assert group_major[0].stride(0) == 1
+    got = w4a16_matmul(x, to_kernel_layout(packed, k).to(DEVICE), group_major[0], group_size,
+                       zero_point=group_major[1], config=config)
+    assert got.dtype == dtype
+    reference = w4a16_reference(x, packed.to(DEVICE), scale.to(dtype).to(DEVICE), group_size,
+                                zero_point.to(torch.int8).to(DEVICE))
+    assert relative_error(got, reference.float()) < 1e-2
+
+
+def test_dequantized_weight_is_the_reference_weight() -> None:
+    """The prefill path's dequantization pass, ragged N and asymmetric, against the plain-torch weight."""
+    n, k, group_size = 72, 192, 64
+    weight = randn(n, k, seed=21, dtype=torch.float32, scale=0.05).cpu() + 0.01
+    codes, scale, zero_point = quantize_weight(weight, 4, group_size, False, torch.bfloat16)
+    packed = pack_to_int32(codes, 4)
+    expected = dequantize_int4(packed, scale.to(torch.bfloat16), group_size, k, zero_point.to(torch.int8))
+    got = dequantize_to_kn(to_kernel_layout(packed, k).to(DEVICE), scale.to(torch.bfloat16).to(DEVICE), group_size,
+                           torch.bfloat16, zero_point.to(torch.int8).to(DEVICE))
+    assert got.shape == (k, n) and got.dtype == torch.bfloat16
+    # one bf16 rounding step apart at most (the interpreter rounds its casts differently from the GPU)
+    torch.testing.assert_close(got.float().cpu(), expected.T.float(), rtol=2 ** -7, atol=0)
