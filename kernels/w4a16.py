@@ -10,6 +10,8 @@ programs that add into an fp32 buffer, so the GPU has enough programs in flight 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from kernels.split_k import split_k_workspace
@@ -165,8 +167,9 @@ if triton is not None:
         col_ok = cols < N
         packed = tl.load(packed_ptr + words[:, None] * stride_pk + cols[None, :],
                          mask=(words < K // 8)[:, None] & col_ok[None, :], other=0)
-        nibbles = (packed[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF
-        codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)).to(tl.float32) - 8.0
+        # 0x4B000000 is 2^23, whose fp32 ulp is 1: OR-ing a nibble in gives 2^23 + nibble with no conversion
+        nibbles = ((packed[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF) | 0x4B000000
+        codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)).to(tl.float32, bitcast=True) - (2.0 ** 23 + 8)
         ks = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
         groups = ks // GROUP_SIZE
         mask = (ks < K)[:, None] & col_ok[None, :]
@@ -259,8 +262,8 @@ if triton is not None:
     _GEMV_CONFIGS = [
         triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w)
         for n, k, s, w in [
-            (128, 128, 8, 4), (128, 128, 4, 4), (128, 128, 16, 4), (256, 128, 8, 8), (256, 128, 4, 8),
-            (64, 128, 8, 4), (128, 64, 8, 4), (128, 256, 8, 8), (256, 64, 8, 4), (128, 128, 2, 4),
+            (128, 128, 8, 4), (128, 128, 4, 4), (128, 128, 16, 4), (256, 128, 8, 8), (64, 128, 16, 4),
+            (64, 128, 8, 4), (128, 64, 8, 4), (128, 64, 16, 4), (256, 64, 8, 4), (256, 64, 16, 4), (128, 128, 2, 4),
         ]
     ]
 
@@ -279,10 +282,22 @@ if triton is not None:
 # Decoding batches up to this many rows take the GEMV kernel (one weight pass per row, the passes after the
 # first mostly from L2, is still cheaper there than a 16-row tensor-core tile).
 GEMV_MAX_ROWS = 4
-# From this many rows (prefill) the weight is dequantized once into a transient [K, N] buffer and cuBLAS runs
-# the matmul: at 28672 x 8192 on an H200 the fused kernel took 300-330 us at M=128 and 465 us at M=256 against
-# cuBLAS bf16's 134 and 207 plus a dequantization pass that writes 2 bytes per weight (about 140 us there).
-DEQUANTIZE_MIN_ROWS = 128
+# Prefill-sized batches can instead dequantize the weight once into a transient [K, N] buffer and run cuBLAS on
+# it; which is faster depends on the GPU and the shape (on an H200 at 28672 x 8192 the fused kernel won at M=64
+# and lost at M=256), so from this many rows both are timed on the first call per shape and the winner kept.
+DEQUANTIZE_CANDIDATE_ROWS = 128
+_PREFILL_CHOICE: dict[tuple, bool] = {}
+
+
+def _dequantize_is_faster(key: tuple, fused: Callable[[], object], dequantized: Callable[[], object]) -> bool:
+    """Whether `dequantized` beat `fused` when timed for this key (timed once; never inside a graph capture,
+    where the fused kernel is taken)."""
+    if key not in _PREFILL_CHOICE:
+        if torch.cuda.is_current_stream_capturing():
+            return False
+        fused_ms = triton.testing.do_bench(fused, warmup=5, rep=25)
+        _PREFILL_CHOICE[key] = triton.testing.do_bench(dequantized, warmup=5, rep=25) < fused_ms
+    return _PREFILL_CHOICE[key]
 
 
 def dequantize_to_kn(packed: torch.Tensor, scale: torch.Tensor, group_size: int, dtype: torch.dtype,
@@ -345,12 +360,16 @@ def w4a16_matmul(
         raise ValueError(f"BLOCK_K {pinned['BLOCK_K']} must divide group_size {group_size}")
     zero = zero_point if zero_point is not None else scale
     target = out.view(m, n) if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
-    if pinned.pop("DEQUANTIZE", config is None and x.is_cuda and m >= DEQUANTIZE_MIN_ROWS):
+
+    def dequantized() -> None:
         weight = dequantize_to_kn(packed, scale, group_size, x.dtype, zero_point)
         if bias is None:
             torch.matmul(x2, weight, out=target)
         else:
             torch.addmm(bias.to(x.dtype), x2, weight, out=target)
+
+    if pinned.pop("DEQUANTIZE", False):
+        dequantized()
         return target.view(*x.shape[:-1], n)
     # tiles are never smaller than 16 x 16, so m * cdiv(n, 16) counters cover every tiling
     sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * 16 * triton.cdiv(n, 16))
@@ -375,7 +394,14 @@ def w4a16_matmul(
     code_bits, code_base = HALF_MAGIC[x.dtype]
     flags.update(M_BUCKET=max(16, triton.next_power_of_2(m)), CODE_BITS=code_bits, CODE_BASE=code_base)
     if tune:
-        _w4a16_autotuned[grid](*args, m, n, k, *strides, **flags, UPCAST=False)
+        def fused() -> None:
+            _w4a16_autotuned[grid](*args, m, n, k, *strides, **flags, UPCAST=False)
+
+        key = (flags["M_BUCKET"], n, k, group_size, x.dtype, zero_point is not None, x.device)
+        if m >= DEQUANTIZE_CANDIDATE_ROWS and _dequantize_is_faster(key, fused, dequantized):
+            dequantized()
+        else:
+            fused()
     else:
         pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "SWAP": False, **pinned}
         _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **flags, UPCAST=interpreted(), **pinned)
