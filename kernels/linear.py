@@ -10,10 +10,10 @@ from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 from torch import nn
 
 from kernels.act_quant import quantize_per_token_reference
+from kernels.int4_layout import dequantize_int4, unpack_int4
 from kernels.ops import quantize_per_token_op, scaled_matmul_op, sparse24_op, w4a16_op
 from kernels.sparse24 import compress_24, sparse24_reference, to_kernel_layout_24
 from kernels.triton_support import interpreted, triton_available
-from kernels.w4a16 import dequantize_int4, unpack_int4
 from kernels.w8a8 import scaled_matmul_reference
 
 

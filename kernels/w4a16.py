@@ -1,11 +1,10 @@
-"""W4A16: y = x · Wᵀ with int4 weights dequantized in registers inside the matmul, so only the packed bytes
-cross HBM. Checkpoints hold compressed-tensors "pack-quantized" weights (eight 4-bit codes per int32 along the
-input dimension, stored as code + 8, [N, K / 8]) and one bf16 scale per group of input columns; the kernel
-reads them repacked once at load time to [K / 8, N] (to_kernel_layout), where a tile's words are contiguous
-along N and unpack straight into the [K, N] operand of the dot, with no transpose.
+"""W4A16: y = x · Wᵀ with int4 weights (kernels/int4_layout.py) and one bf16/fp16 scale per group of input
+columns. The launcher picks the path by the number of rows: a split-K GEMV for decoding (kernels/w4a16_gemv.py),
+a tensor-core kernel that dequantizes each tile in registers (here), and from DEQUANTIZE_CANDIDATE_ROWS whichever
+of that kernel and dequantize-then-cuBLAS (kernels/w4a16_dequantize.py) timed faster for the shape.
 
-Small M (decoding) is bound by reading the weights; split-K spreads one output tile's K loop over several
-programs that add into an fp32 buffer, so the GPU has enough programs in flight to saturate HBM.
+Split-K spreads one output tile's K loop over several programs that add into a shared fp32 workspace
+(kernels/split_k.py), so small M has enough programs in flight.
 """
 
 from __future__ import annotations
@@ -14,40 +13,14 @@ from collections.abc import Callable
 
 import torch
 
+from kernels.int4_layout import PACK, dequantize_int4
 from kernels.split_k import split_k_workspace
 from kernels.triton_support import interpreted, require_triton, triton
+from kernels.w4a16_dequantize import dequantize_to_kn
+from kernels.w4a16_gemv import GEMV_MAX_ROWS, run_gemv
 
 if triton is not None:
     import triton.language as tl
-
-PACK = 8  # int4 codes per int32
-
-
-def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor:
-    """int8 codes [N, K] in [-8, 7] from packed int32 [N, K / 8] (little-endian nibbles, offset by 8)."""
-    shifts = torch.arange(0, 32, 4, device=packed.device, dtype=torch.int32)
-    nibbles = (packed.unsqueeze(-1) >> shifts) & 0xF
-    return (nibbles.reshape(packed.shape[0], -1)[:, :in_features] - 8).to(torch.int8)
-
-
-def to_kernel_layout(packed: torch.Tensor, in_features: int) -> torch.Tensor:
-    """The checkpoint's [N, K / 8] words repacked to the kernel's [K / 8, N] (same nibble order along K)."""
-    codes = unpack_int4(packed, in_features).T.contiguous().to(torch.int32) + 8
-    shifts = torch.arange(0, 32, 4, device=packed.device, dtype=torch.int32)
-    words = codes.reshape(in_features // PACK, PACK, -1) << shifts[None, :, None]
-    return words.sum(dim=1, dtype=torch.int32).contiguous()
-
-
-def dequantize_int4(
-    packed: torch.Tensor, scale: torch.Tensor, group_size: int, in_features: int,
-    zero_point: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """fp32 [N, K] weight from the checkpoint layout [N, K / 8] (the kernel layout's transpose is the same)."""
-    codes = unpack_int4(packed, in_features).float()
-    if zero_point is not None:
-        codes = codes - zero_point.float().repeat_interleave(group_size, dim=1)[:, :in_features]
-    return codes * scale.float().repeat_interleave(group_size, dim=1)[:, :in_features]
-
 
 def w4a16_reference(
     x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int,
@@ -61,8 +34,7 @@ def w4a16_reference(
 # Codes become floats without a conversion instruction (those run at a quarter of the rate of integer and
 # float ops, and one per weight was what bounded both kernels): a nibble OR-ed under the exponent bits of a
 # float is that float's low mantissa, so the float is BASE + nibble exactly. The constant BASE + 8 (+ zero
-# point) is taken off once per group as that offset times the group's sum of x, not once per weight. The GEMV
-# kernel works in fp32, where 0x43000000 is 128.0 and a nibble at bits 16..19 reads as 128 + nibble.
+# point) is taken off once per group as that offset times the group's sum of x, not once per weight.
 HALF_MAGIC = {torch.bfloat16: (0x4300, 128.0), torch.float16: (0x6400, 1024.0)}  # bits of BASE, BASE
 
 if triton is not None:
@@ -154,136 +126,6 @@ if triton is not None:
     )(_w4a16_kernel)
 
 
-if triton is not None:
-
-    @triton.jit
-    def _dequantize_kernel(
-        packed_ptr, scale_ptr, zero_ptr, out_ptr, N, K, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg,
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    ):
-        """The weight in x's dtype as [K, N] (the kernel layout's orientation, rows written whole along N)."""
-        words = tl.program_id(0) * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        col_ok = cols < N
-        packed = tl.load(packed_ptr + words[:, None] * stride_pk + cols[None, :],
-                         mask=(words < K // 8)[:, None] & col_ok[None, :], other=0)
-        # 0x4B000000 is 2^23, whose fp32 ulp is 1: OR-ing a nibble in gives 2^23 + nibble with no conversion
-        nibbles = ((packed[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF) | 0x4B000000
-        codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)).to(tl.float32, bitcast=True) - (2.0 ** 23 + 8)
-        ks = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
-        groups = ks // GROUP_SIZE
-        mask = (ks < K)[:, None] & col_ok[None, :]
-        if HAS_ZERO:
-            codes -= tl.load(zero_ptr + cols[None, :] * stride_zn + groups[:, None] * stride_zg, mask=mask,
-                             other=0).to(tl.float32)
-        scale = tl.load(scale_ptr + cols[None, :] * stride_sn + groups[:, None] * stride_sg, mask=mask, other=0.0)
-        tl.store(out_ptr + ks[:, None] * N + cols[None, :], (codes * scale.to(tl.float32)).to(out_ptr.dtype.element_ty),
-                 mask=mask)
-
-
-if triton is not None:
-
-    @triton.jit
-    def _w4a16_gemv_kernel(
-        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
-        N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-    ):
-        """One input row per program row (decoding): no tensor-core tile to fill, the K loop is a plain reduction
-        over the codes of [BLOCK_K / 8, BLOCK_N] words, one nibble position at a time. It is bound by instructions
-        per code, not by HBM (measured: the same loop without the arithmetic streams the weights twice as fast),
-        so a code costs one AND (it is read in place as a float denormal) and one fused multiply-add; the sums
-        stay per word until the loop ends, so no reduction crosses threads inside it.
-
-        Split-K in one launch: the K slices of a tile add their fp32 sums into a workspace and count in; the
-        last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
-        no memset or conversion kernel is needed around the call (at decode sizes each costs as much as the
-        matmul)."""
-        row = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        split = tl.program_id(2)
-        col_ok = cols < N
-        words = tl.arange(0, BLOCK_K // 8)
-        acc = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
-        step = BLOCK_K * SPLIT_K
-        k0 = split * BLOCK_K
-        word_rows = k0 // 8 + words
-        packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
-                         mask=(word_rows < K // 8)[:, None] & col_ok[None, :], other=0)
-        for _ in range(tl.cdiv(K - k0, step)):
-            # the next block's words are requested before this block is computed, so two are in flight
-            next_rows = (k0 + step) // 8 + words
-            upcoming = tl.load(packed_ptr + next_rows[:, None] * stride_pk + cols[None, :],
-                               mask=(next_rows < K // 8)[:, None] & col_ok[None, :], other=0)
-            group = k0 // GROUP_SIZE
-            partial = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
-            x_sum = tl.zeros((BLOCK_K // 8,), dtype=tl.float32)
-            high = packed >> 8  # nibbles 6 and 7 moved to bits 16..23
-            for nibble in tl.static_range(8):
-                ks = k0 + words * 8 + nibble
-                x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
-                # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 denormal nibble * 2^(b - 149):
-                # one AND per code; x is pre-scaled by 2^(96 - b), so every product is nibble * x * 2^-53
-                if nibble < 6:
-                    bits = packed & (0xF << (4 * nibble))
-                    x_scaled = x * (2.0 ** (96 - 4 * nibble))
-                else:
-                    bits = high & (0xF << (4 * nibble - 8))
-                    x_scaled = x * (2.0 ** (104 - 4 * nibble))
-                partial += bits.to(tl.float32, bitcast=True) * x_scaled[:, None]
-                x_sum += x
-            offset = tl.full((BLOCK_N,), 8.0, tl.float32)  # codes are stored + 8
-            if HAS_ZERO:
-                offset += tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=col_ok, other=0).to(tl.float32)
-            scale = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=col_ok, other=0.0).to(tl.float32)
-            acc += (partial * 2.0 ** 53 - x_sum[:, None] * offset[None, :]) * scale[None, :]
-            packed = upcoming
-            k0 += step
-        total = tl.sum(acc, axis=0)
-        out = out_ptr + row * stride_om + cols
-        if SPLIT_K == 1:
-            if HAS_BIAS:
-                total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-            tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
-        else:
-            sums = sums_ptr + row * N + cols
-            tl.atomic_add(sums, total, mask=col_ok)
-            tile = row * tl.num_programs(1) + tl.program_id(1)
-            arrived = tl.atomic_add(arrivals_ptr + tile, 1)  # acq_rel: orders the sums before the count
-            if arrived == SPLIT_K - 1:
-                total = tl.load(sums, mask=col_ok, other=0.0, cache_modifier=".cg")
-                if HAS_BIAS:
-                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
-                tl.store(sums, tl.zeros_like(total), mask=col_ok)
-                tl.atomic_xchg(arrivals_ptr + tile, 0)
-
-    _GEMV_CONFIGS = [
-        triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w)
-        for n, k, s, w in [
-            (128, 128, 8, 4), (128, 128, 4, 4), (128, 128, 16, 4), (256, 128, 8, 8), (64, 128, 16, 4),
-            (64, 128, 8, 4), (128, 64, 8, 4), (128, 64, 16, 4), (256, 64, 8, 4), (256, 64, 16, 4), (128, 128, 2, 4),
-            # small layers (a decoder's 4096-wide projections): more, shorter programs keep enough loads in flight
-            (64, 64, 32, 4), (64, 128, 32, 4), (128, 64, 32, 4), (32, 128, 16, 2), (64, 64, 16, 2), (32, 64, 32, 2),
-        ]
-    ]
-
-    def _prune_gemv(configs: list, named_args: dict, **kwargs: object) -> list:
-        """BLOCK_K must divide the group size."""
-        group_size = int({**named_args, **kwargs}["GROUP_SIZE"])
-        kept = [c for c in configs if group_size % c.kwargs["BLOCK_K"] == 0]
-        return kept or [triton.Config({"BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 8}, num_warps=4)]
-
-    _w4a16_gemv_autotuned = triton.autotune(
-        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO"],
-        prune_configs_by={"early_config_prune": _prune_gemv},
-    )(_w4a16_gemv_kernel)
-
-
-# Decoding batches up to this many rows take the GEMV kernel (one weight pass per row, the passes after the
-# first mostly from L2, is still cheaper there than a 16-row tensor-core tile).
-GEMV_MAX_ROWS = 4
 # Prefill-sized batches can instead dequantize the weight once into a transient [K, N] buffer and run cuBLAS on
 # it; which is faster depends on the GPU and the shape (on an H200 at 28672 x 8192 the fused kernel won at M=64
 # and lost at M=256), so from this many rows both are timed on the first call per shape and the winner kept.
@@ -300,19 +142,6 @@ def _dequantize_is_faster(key: tuple, fused: Callable[[], object], dequantized: 
         fused_ms = triton.testing.do_bench(fused, warmup=5, rep=25)
         _PREFILL_CHOICE[key] = triton.testing.do_bench(dequantized, warmup=5, rep=25) < fused_ms
     return _PREFILL_CHOICE[key]
-
-
-def dequantize_to_kn(packed: torch.Tensor, scale: torch.Tensor, group_size: int, dtype: torch.dtype,
-                     zero_point: torch.Tensor | None = None) -> torch.Tensor:
-    """The int4 weight in kernel layout as a dense [K, N] tensor of `dtype` (one Triton pass)."""
-    k, n = packed.shape[0] * PACK, packed.shape[1]
-    out = torch.empty(k, n, device=packed.device, dtype=dtype)
-    zero = zero_point if zero_point is not None else scale
-    block_k = min(64, group_size)
-    _dequantize_kernel[(triton.cdiv(k, block_k), triton.cdiv(n, 128))](
-        packed, scale, zero, out, n, k, packed.stride(0), *scale.stride(), *zero.stride(), GROUP_SIZE=group_size,
-        HAS_ZERO=zero_point is not None, BLOCK_N=128, BLOCK_K=block_k, num_warps=4)
-    return out
 
 
 def _check_group_tensor(name: str, tensor: torch.Tensor, shape: tuple[int, int]) -> None:
@@ -380,14 +209,7 @@ def w4a16_matmul(
     flags = {"GROUP_SIZE": group_size, "HAS_ZERO": zero_point is not None, "HAS_BIAS": bias is not None}
     tune = config is None and x.is_cuda
     if gemv:
-        def gemv_grid(meta: dict) -> tuple[int, int, int]:
-            return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
-
-        if tune:
-            _w4a16_gemv_autotuned[gemv_grid](*args, n, k, *strides, **flags)
-        else:
-            pinned = {"BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **pinned}
-            _w4a16_gemv_kernel[gemv_grid(pinned)](*args, n, k, *strides, **flags, **pinned, num_warps=4)
+        run_gemv(args, m, n, k, strides, flags, None if tune else pinned)
         return target.view(*x.shape[:-1], n)
 
     def grid(meta: dict) -> tuple[int, int]:

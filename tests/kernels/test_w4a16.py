@@ -7,10 +7,10 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import dequantize_weight, quantize_weight
+from kernels.int4_layout import dequantize_int4, to_kernel_layout, unpack_int4
 from kernels.split_k import split_k_workspace
-from kernels.w4a16 import (
-    dequantize_int4, dequantize_to_kn, to_kernel_layout, unpack_int4, w4a16_matmul, w4a16_reference,
-)
+from kernels.w4a16 import w4a16_matmul, w4a16_reference
+from kernels.w4a16_dequantize import dequantize_to_kn
 from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
 
 

@@ -1,0 +1,124 @@
+"""W4A16 for decoding (a few rows): a split-K GEMV on CUDA cores. There is no tensor-core tile to fill at M=1,
+and measured on an H200 the loop was bound by instructions per code rather than by HBM (the same loop without
+its arithmetic streamed the weights twice as fast), so each code costs one AND and one fused multiply-add."""
+
+from __future__ import annotations
+
+from kernels.triton_support import triton
+
+if triton is not None:
+    import triton.language as tl
+
+# Decoding batches up to this many rows take the GEMV kernel (one weight pass per row, the passes after the
+# first mostly from L2, is still cheaper there than a 16-row tensor-core tile).
+GEMV_MAX_ROWS = 4
+
+
+if triton is not None:
+
+    @triton.jit
+    def _w4a16_gemv_kernel(
+        x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
+        N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+    ):
+        """One input row per program row; the K loop reduces the codes of [BLOCK_K / 8, BLOCK_N] words one nibble
+        position at a time (constant masks), and the sums stay per word until the loop ends, so no reduction
+        crosses threads inside it.
+
+        Split-K in one launch: the K slices of a tile add their fp32 sums into a workspace and count in; the
+        last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
+        no memset or conversion kernel is needed around the call (at decode sizes each costs as much as the
+        matmul)."""
+        row = tl.program_id(0)
+        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+        split = tl.program_id(2)
+        col_ok = cols < N
+        words = tl.arange(0, BLOCK_K // 8)
+        acc = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
+        step = BLOCK_K * SPLIT_K
+        k0 = split * BLOCK_K
+        word_rows = k0 // 8 + words
+        packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
+                         mask=(word_rows < K // 8)[:, None] & col_ok[None, :], other=0)
+        for _ in range(tl.cdiv(K - k0, step)):
+            # the next block's words are requested before this block is computed, so two are in flight
+            next_rows = (k0 + step) // 8 + words
+            upcoming = tl.load(packed_ptr + next_rows[:, None] * stride_pk + cols[None, :],
+                               mask=(next_rows < K // 8)[:, None] & col_ok[None, :], other=0)
+            group = k0 // GROUP_SIZE
+            partial = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
+            x_sum = tl.zeros((BLOCK_K // 8,), dtype=tl.float32)
+            high = packed >> 8  # nibbles 6 and 7 moved to bits 16..23
+            for nibble in tl.static_range(8):
+                ks = k0 + words * 8 + nibble
+                x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
+                # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 denormal nibble * 2^(b - 149):
+                # one AND per code; x is pre-scaled by 2^(96 - b), so every product is nibble * x * 2^-53
+                if nibble < 6:
+                    bits = packed & (0xF << (4 * nibble))
+                    x_scaled = x * (2.0 ** (96 - 4 * nibble))
+                else:
+                    bits = high & (0xF << (4 * nibble - 8))
+                    x_scaled = x * (2.0 ** (104 - 4 * nibble))
+                partial += bits.to(tl.float32, bitcast=True) * x_scaled[:, None]
+                x_sum += x
+            offset = tl.full((BLOCK_N,), 8.0, tl.float32)  # codes are stored + 8
+            if HAS_ZERO:
+                offset += tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=col_ok, other=0).to(tl.float32)
+            scale = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=col_ok, other=0.0).to(tl.float32)
+            acc += (partial * 2.0 ** 53 - x_sum[:, None] * offset[None, :]) * scale[None, :]
+            packed = upcoming
+            k0 += step
+        total = tl.sum(acc, axis=0)
+        out = out_ptr + row * stride_om + cols
+        if SPLIT_K == 1:
+            if HAS_BIAS:
+                total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+            tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
+        else:
+            sums = sums_ptr + row * N + cols
+            tl.atomic_add(sums, total, mask=col_ok)
+            tile = row * tl.num_programs(1) + tl.program_id(1)
+            arrived = tl.atomic_add(arrivals_ptr + tile, 1)  # acq_rel: orders the sums before the count
+            if arrived == SPLIT_K - 1:
+                total = tl.load(sums, mask=col_ok, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
+                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
+                tl.store(sums, tl.zeros_like(total), mask=col_ok)
+                tl.atomic_xchg(arrivals_ptr + tile, 0)
+
+    _GEMV_CONFIGS = [
+        triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w)
+        for n, k, s, w in [
+            (128, 128, 8, 4), (128, 128, 4, 4), (128, 128, 16, 4), (256, 128, 8, 8), (64, 128, 16, 4),
+            (64, 128, 8, 4), (128, 64, 8, 4), (128, 64, 16, 4), (256, 64, 8, 4), (256, 64, 16, 4), (128, 128, 2, 4),
+            # small layers (a decoder's 4096-wide projections): more, shorter programs keep enough loads in flight
+            (64, 64, 32, 4), (64, 128, 32, 4), (128, 64, 32, 4), (32, 128, 16, 2), (64, 64, 16, 2), (32, 64, 32, 2),
+        ]
+    ]
+
+    def _prune_gemv(configs: list, named_args: dict, **kwargs: object) -> list:
+        """BLOCK_K must divide the group size."""
+        group_size = int({**named_args, **kwargs}["GROUP_SIZE"])
+        kept = [c for c in configs if group_size % c.kwargs["BLOCK_K"] == 0]
+        return kept or [triton.Config({"BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 8}, num_warps=4)]
+
+    _w4a16_gemv_autotuned = triton.autotune(
+        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO"],
+        prune_configs_by={"early_config_prune": _prune_gemv},
+    )(_w4a16_gemv_kernel)
+
+
+def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, pinned: dict | None) -> None:
+    """One program row per input row; autotuned per (N, K, group) unless `pinned` gives the tile."""
+    def grid(meta: dict) -> tuple[int, int, int]:
+        return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
+
+    if pinned is None:
+        _w4a16_gemv_autotuned[grid](*args, n, k, *strides, **flags)
+    else:
+        pinned = {"BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **pinned}
+        _w4a16_gemv_kernel[grid(pinned)](*args, n, k, *strides, **flags, **pinned, num_warps=4)
