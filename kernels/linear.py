@@ -17,7 +17,8 @@ from kernels.triton_support import interpreted, triton_available
 from kernels.w8a8 import scaled_matmul_reference
 
 
-def _use_kernel(x: torch.Tensor) -> bool:
+def uses_kernel(x: torch.Tensor) -> bool:
+    """Whether x's device runs the Triton kernels (CUDA, or Triton's CPU interpreter)."""
     return triton_available() and (x.is_cuda or interpreted())
 
 
@@ -31,23 +32,31 @@ def _group_major(tensor: torch.Tensor) -> torch.Tensor:
 
 
 class CompressedLinear(nn.Module):
-    """Flattens leading dimensions, runs `_matmul` on [M, K] and restores them; `kernel` names what runs."""
+    """Flattens leading dimensions, runs the kernel (or where there is none, the plain-torch reference) on
+    [M, K] and restores them; `kernel` names what runs, `dtype` is the activations' dtype."""
 
     kernel = "dense"
 
-    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: torch.Tensor | None, dtype: torch.dtype) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        _optional_buffer(self, "bias", bias)
+        self.dtype = dtype
+        _optional_buffer(self, "bias", bias.to(dtype) if bias is not None else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x2 = x.reshape(-1, self.in_features)
         if x2.stride(-1) != 1:
             x2 = x2.contiguous()
-        return self._matmul(x2).view(*x.shape[:-1], self.out_features)
+        y = self.run_kernel(x2) if uses_kernel(x2) else self.run_reference(x2)
+        return y.view(*x.shape[:-1], self.out_features)
 
-    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, K] through the Triton kernel."""
+        raise NotImplementedError
+
+    def run_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """[M, K] through plain torch, in fp32 before the cast to x's dtype."""
         raise NotImplementedError
 
     def extra_repr(self) -> str:
@@ -64,7 +73,7 @@ class Int4Linear(CompressedLinear):
                  group_index: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
         """codes int8 [N, K] in [-8, 7]; group_index [K] (act order) maps each input column to its group."""
         n, k = codes.shape
-        super().__init__(k, n, bias.to(dtype) if bias is not None else None)
+        super().__init__(k, n, bias, dtype)
         self.group_size = group_size
         permutation = None
         if group_index is not None and not torch.equal(
@@ -81,11 +90,14 @@ class Int4Linear(CompressedLinear):
         self.register_buffer("scale", _group_major(scale.to(dtype)))
         self.register_buffer("zero_point", _group_major(zero_point.to(torch.int8)) if zero_point is not None else None)
 
-    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        if self.permutation is not None:
-            x = x.index_select(-1, self.permutation)
-        if _use_kernel(x):
-            return w4a16_op(x, self.packed, self.scale, self.group_size, self.zero_point, self.bias)
+    def _permuted(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.permutation is None else x.index_select(-1, self.permutation)
+
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        return w4a16_op(self._permuted(x), self.packed, self.scale, self.group_size, self.zero_point, self.bias)
+
+    def run_reference(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._permuted(x)
         weight = dequantize_int4(self.packed.T, self.scale, self.group_size, self.in_features, self.zero_point)
         y = x.float() @ weight.T
         return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
@@ -98,20 +110,19 @@ class Int8Linear(CompressedLinear):
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, quantize_activations: bool,
                  bias: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
         n, k = weight.shape
-        super().__init__(k, n, bias.to(dtype) if bias is not None else None)
+        super().__init__(k, n, bias, dtype)
         self.quantize_activations = quantize_activations
         self.kernel = f"{'w8a8' if quantize_activations else 'w8a16'}-{'int8' if weight.dtype == torch.int8 else 'fp8'}"
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("weight_scale", scale.float().reshape(-1).expand(n).contiguous())
 
-    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        kernel = _use_kernel(x)
-        codes, scales = x, None
-        if self.quantize_activations:
-            quantize = quantize_per_token_op if kernel else quantize_per_token_reference
-            codes, scales = quantize(x, self.weight.dtype)
-        if kernel:
-            return scaled_matmul_op(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        codes, scales = quantize_per_token_op(x, self.weight.dtype) if self.quantize_activations else (x, None)
+        return scaled_matmul_op(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
+
+    def run_reference(self, x: torch.Tensor) -> torch.Tensor:
+        codes, scales = (quantize_per_token_reference(x, self.weight.dtype) if self.quantize_activations
+                         else (x, None))
         return scaled_matmul_reference(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
 
 
@@ -122,7 +133,7 @@ class Sparse24Linear(CompressedLinear):
                  group_size: int = 0, dtype: torch.dtype = torch.bfloat16) -> None:
         """weight: the dense [N, K] weight, or with `scale` its int8 codes in [-8, 7] (zeros where pruned)."""
         n, k = weight.shape
-        super().__init__(k, n, bias.to(dtype) if bias is not None else None)
+        super().__init__(k, n, bias, dtype)
         self.group_size = group_size
         self.kernel = "2:4-w4a16" if scale is not None else "2:4"
         values, meta = to_kernel_layout_24(*compress_24(weight if scale is not None else weight.to(dtype)))
@@ -130,9 +141,10 @@ class Sparse24Linear(CompressedLinear):
         self.register_buffer("meta", meta)
         _optional_buffer(self, "scale", scale.to(dtype) if scale is not None else None)
 
-    def _matmul(self, x: torch.Tensor) -> torch.Tensor:
-        if _use_kernel(x):
-            return sparse24_op(x, self.values, self.meta, self.scale, self.group_size, self.bias)
+    def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        return sparse24_op(x, self.values, self.meta, self.scale, self.group_size, self.bias)
+
+    def run_reference(self, x: torch.Tensor) -> torch.Tensor:
         return sparse24_reference(x, *self._storage(), self.scale, self.group_size, self.bias)
 
     def _storage(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from compress.model_io import inspect_model_dir
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
+from kernels.self_check import check_kernels
 
 KERNEL_GROUP = 128  # the int4 kernels' largest K block; longer groups (per-channel) are split into these
 
@@ -122,7 +123,8 @@ def swap_in_kernels(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> di
 def load_for_inference(
     path: Path, device: torch.device | str, dtype: torch.dtype = torch.bfloat16
 ) -> tuple[PreTrainedModel, dict[str, int]]:
-    """The model in `path` on `device` with its compressed layers on kernels, and how many layers each runs."""
+    """The model in `path` on `device` with its compressed layers on kernels (each kind checked against its
+    reference, kernels/self_check.py), and how many layers each runs."""
     inspect_model_dir(path)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
@@ -130,5 +132,6 @@ def load_for_inference(
     model.to(device)
     with torch.no_grad():
         used = swap_in_kernels(model, dtype)
+    check_kernels(model)
     model.eval()
     return model, used

@@ -10,6 +10,7 @@ import torch
 from compress.model_io import load_model
 from kernels.decoding import measure_decode_speed
 from kernels.loader import UnsupportedScheme, load_for_inference
+from kernels.self_check import KernelMismatch
 
 BATCHES = (1, 16)
 PROMPT_TOKENS = 32
@@ -18,12 +19,13 @@ NEW_TOKENS = 64
 
 def decode_speed_report(original: Path, compressed: Path, device: torch.device) -> dict:
     """{"measured": True, "kernels": layers per kernel, "rows": per batch original vs compressed tokens/s} on a
-    GPU; {"measured": False, "reason": ...} where it cannot be measured meaningfully (no GPU, no kernel)."""
+    GPU; {"measured": False, "reason": ...} where it cannot be measured meaningfully (no GPU, no kernel, or a
+    kernel that disagrees with its reference on this GPU)."""
     if device.type != "cuda":
         return {"measured": False, "reason": f"decode speed is measured on GPU workers; this one ran on {device}"}
     try:
         model, kernels = load_for_inference(compressed, device)
-    except UnsupportedScheme as error:
+    except (UnsupportedScheme, KernelMismatch) as error:
         return {"measured": False, "reason": str(error)}
     compressed_speed = [measure_decode_speed(model, batch, PROMPT_TOKENS, NEW_TOKENS) for batch in BATCHES]
     del model

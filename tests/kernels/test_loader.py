@@ -15,8 +15,9 @@ from compress.float8 import fake_quantize_per_token_fp8, fake_quantize_per_token
 from compress.model_io import load_model
 from compress.recipes import resolve_recipe
 from compress.runner import compress_model
-from kernels.linear import CompressedLinear
+from kernels.linear import CompressedLinear, Int4Linear
 from kernels.loader import UnsupportedScheme, load_for_inference
+from kernels.self_check import KernelMismatch
 from tests.compress.conftest import build_random_llama
 from tests.kernels.helpers import DEVICE, relative_error
 
@@ -80,4 +81,14 @@ def test_a_scheme_without_a_kernel_is_named(base_model: Path, tmp_path: Path) ->
     path = _checkpoint(base_model, [{"method": "rtn", "bits": 4, "group_size": 32, "activations": "int8"}],
                        tmp_path / "w4a8")
     with pytest.raises(UnsupportedScheme, match=r"model\.layers\.0\..*quantized activations"):
+        load_for_inference(path, DEVICE)
+
+
+def test_loading_refuses_a_kernel_that_disagrees_with_its_reference(
+    base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _checkpoint(base_model, RECIPES["w4a16"][0], tmp_path / "w4a16")
+    kernel = Int4Linear.run_kernel
+    monkeypatch.setattr(Int4Linear, "run_kernel", lambda self, x: -kernel(self, x))
+    with pytest.raises(KernelMismatch, match="w4a16 kernel disagrees"):
         load_for_inference(path, DEVICE)
