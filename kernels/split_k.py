@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import torch
 
+from kernels.triton_support import triton
+
+if triton is not None:
+    import triton.language as tl
+
 _WORKSPACES: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -21,3 +26,27 @@ def split_k_workspace(device: torch.device, sums: int, tiles: int) -> tuple[torc
                 torch.zeros(count, device=device, dtype=torch.int32))
         _WORKSPACES[device] = held
     return held
+
+
+if triton is not None:
+
+    @triton.jit
+    def store_split_k(acc, out_ptrs, sums_ptrs, mask, bias_ptrs, bias_mask, arrival_ptr,
+                      HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr):
+        """Write a program's fp32 tile `acc` (+ bias) to the output, or with SPLIT_K > 1 add it to the workspace
+        and, if this is the tile's last slice to arrive, write the whole sum and leave workspace and counter
+        zeroed. `bias_ptrs` broadcast against `acc`."""
+        if SPLIT_K == 1:
+            if HAS_BIAS:
+                acc += tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(tl.float32)
+            tl.store(out_ptrs, acc.to(out_ptrs.dtype.element_ty), mask=mask)
+        else:
+            tl.atomic_add(sums_ptrs, acc, mask=mask)
+            arrived = tl.atomic_add(arrival_ptr, 1)  # acq_rel: orders the sums before the count
+            if arrived == SPLIT_K - 1:
+                total = tl.load(sums_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
+                if HAS_BIAS:
+                    total += tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(tl.float32)
+                tl.store(out_ptrs, total.to(out_ptrs.dtype.element_ty), mask=mask)
+                tl.store(sums_ptrs, tl.zeros_like(total), mask=mask)
+                tl.atomic_xchg(arrival_ptr, 0)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 
 from kernels.int4_layout import PACK, dequantize_int4
-from kernels.split_k import split_k_workspace
+from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.w4a16_dequantize import dequantize_to_kn
 from kernels.w4a16_gemv import GEMV_MAX_ROWS, run_gemv
@@ -84,23 +84,9 @@ if triton is not None:
                 partial = tl.dot(x, codes)
             partial -= tl.sum(x.to(tl.float32), axis=1)[:, None] * offset[None, :]
             acc += partial * scale.to(tl.float32)[None, :]
-        out = out_ptr + rows[:, None] * stride_om + cols[None, :]
-        mask = row_ok[:, None] & col_ok[None, :]
-        if SPLIT_K == 1:
-            if HAS_BIAS:
-                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
-        else:  # one-launch split-K, as in the GEMV kernel below
-            sums = sums_ptr + rows[:, None] * N + cols[None, :]
-            tl.atomic_add(sums, acc, mask=mask)
-            arrived = tl.atomic_add(arrivals_ptr + pid, 1)
-            if arrived == SPLIT_K - 1:
-                total = tl.load(sums, mask=mask, other=0.0, cache_modifier=".cg")
-                if HAS_BIAS:
-                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=mask)
-                tl.store(sums, tl.zeros_like(total), mask=mask)
-                tl.atomic_xchg(arrivals_ptr + pid, 0)
+        store_split_k(acc, out_ptr + rows[:, None] * stride_om + cols[None, :],
+                      sums_ptr + rows[:, None] * N + cols[None, :], row_ok[:, None] & col_ok[None, :],
+                      bias_ptr + cols[None, :], col_ok[None, :], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
 
     _CONFIGS = [
         # measured on an H200: tiles of up to 32 rows are fastest swapped, taller ones plain
@@ -161,7 +147,7 @@ def w4a16_matmul(
     [N, K / group_size] and, for asymmetric weights, int8 zero points of the same shape; out [..., N] in x's dtype.
 
     On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter), and
-    {"GEMV": True, ...} pins the GEMV kernel."""
+    {"GEMV": True, ...} pins the GEMV kernel and {"DEQUANTIZE": True} the dequantize-then-matmul path."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")

@@ -4,6 +4,7 @@ its arithmetic streamed the weights twice as fast), so each code costs one AND a
 
 from __future__ import annotations
 
+from kernels.split_k import store_split_k
 from kernels.triton_support import triton
 
 if triton is not None:
@@ -72,23 +73,9 @@ if triton is not None:
             packed = upcoming
             k0 += step
         total = tl.sum(acc, axis=0)
-        out = out_ptr + row * stride_om + cols
-        if SPLIT_K == 1:
-            if HAS_BIAS:
-                total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-            tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
-        else:
-            sums = sums_ptr + row * N + cols
-            tl.atomic_add(sums, total, mask=col_ok)
-            tile = row * tl.num_programs(1) + tl.program_id(1)
-            arrived = tl.atomic_add(arrivals_ptr + tile, 1)  # acq_rel: orders the sums before the count
-            if arrived == SPLIT_K - 1:
-                total = tl.load(sums, mask=col_ok, other=0.0, cache_modifier=".cg")
-                if HAS_BIAS:
-                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=col_ok)
-                tl.store(sums, tl.zeros_like(total), mask=col_ok)
-                tl.atomic_xchg(arrivals_ptr + tile, 0)
+        tile = row * tl.num_programs(1) + tl.program_id(1)
+        store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok,
+                      bias_ptr + cols, col_ok, arrivals_ptr + tile, HAS_BIAS, SPLIT_K)
 
     _GEMV_CONFIGS = [
         triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w)

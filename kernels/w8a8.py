@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.split_k import split_k_workspace
+from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 
 if triton is not None:
@@ -78,23 +78,9 @@ if triton is not None:
         y = acc.to(tl.float32) * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[None, :]
         if HAS_X_SCALE:
             y = y * tl.load(xs_ptr + rows, mask=row_ok, other=0.0)[:, None]
-        out = out_ptr + rows[:, None] * stride_om + cols[None, :]
-        mask = row_ok[:, None] & col_ok[None, :]
-        if SPLIT_K == 1:
-            if HAS_BIAS:
-                y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-            tl.store(out, y.to(out_ptr.dtype.element_ty), mask=mask)
-        else:  # one-launch split-K (kernels/split_k.py): the last slice to arrive writes the tile
-            sums = sums_ptr + rows[:, None] * N + cols[None, :]
-            tl.atomic_add(sums, y, mask=mask)
-            arrived = tl.atomic_add(arrivals_ptr + pid, 1)
-            if arrived == SPLIT_K - 1:
-                total = tl.load(sums, mask=mask, other=0.0, cache_modifier=".cg")
-                if HAS_BIAS:
-                    total += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-                tl.store(out, total.to(out_ptr.dtype.element_ty), mask=mask)
-                tl.store(sums, tl.zeros_like(total), mask=mask)
-                tl.atomic_xchg(arrivals_ptr + pid, 0)
+        store_split_k(y, out_ptr + rows[:, None] * stride_om + cols[None, :],
+                      sums_ptr + rows[:, None] * N + cols[None, :], row_ok[:, None] & col_ok[None, :],
+                      bias_ptr + cols[None, :], col_ok[None, :], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
 
     _CONFIGS = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "GROUP_M": 8},

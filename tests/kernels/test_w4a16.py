@@ -149,3 +149,34 @@ def test_dequantized_weight_is_the_reference_weight() -> None:
     assert got.shape == (k, n) and got.dtype == torch.bfloat16
     # one bf16 rounding step apart at most (the interpreter rounds its casts differently from the GPU)
     torch.testing.assert_close(got.float().cpu(), expected.T.float(), rtol=2 ** -7, atol=0)
+
+
+def test_prefill_path_is_timed_once_per_shape_and_the_faster_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fused kernel and dequantize-then-matmul are each timed once per key; inside a CUDA graph capture
+    nothing is timed and the fused kernel is taken."""
+    import triton
+
+    from kernels import w4a16
+
+    timings = {"fused": 3.0, "dequantized": 2.0}
+    timed: list[str] = []
+    monkeypatch.setattr(triton.testing, "do_bench", lambda fn, **_: timings[fn()])
+    monkeypatch.setattr(w4a16, "_PREFILL_CHOICE", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # CPU builds cannot answer
+
+    def fused() -> str:
+        timed.append("fused")
+        return "fused"
+
+    def dequantized() -> str:
+        timed.append("dequantized")
+        return "dequantized"
+
+    assert w4a16._dequantize_is_faster(("a",), fused, dequantized)
+    assert w4a16._dequantize_is_faster(("a",), fused, dequantized)
+    assert timed == ["fused", "dequantized"]
+    timings["fused"] = 1.0
+    assert not w4a16._dequantize_is_faster(("b",), fused, dequantized)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert not w4a16._dequantize_is_faster(("c",), fused, dequantized)
+    assert len(timed) == 4 and ("c",) not in w4a16._PREFILL_CHOICE
