@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -21,7 +22,7 @@ class DecodeSpeed:
     tokens_per_s: float  # generated tokens per second over the whole batch
     ms_per_step: float
     cuda_graph: bool
-    compiled_modules: int = 0
+    compiled: bool = False  # the decode step ran under torch.compile
     graph_check_error: float | None = None  # relative logits error of a replayed step against an eager one
     eager_repeat_error: float | None = None  # the same between two eager steps (split-K sums in any order)
     note: str = ""
@@ -30,25 +31,14 @@ class DecodeSpeed:
         return asdict(self)
 
 
-def compile_decoder_blocks(model: PreTrainedModel) -> int:
-    """torch.compile, in place, the parts of every decoder layer that hold no per-layer state (norms, MLP) and
-    the final norm; returns how many modules. Their code is shared, so one compile per input shape serves all
-    layers, and it fuses the elementwise work (RMSNorm's seven kernels, the gated activation) that otherwise
-    costs a launch each. Attention is left eager: it carries its layer index, and compiling it would compile
-    every layer separately. Models without `model.layers` are left as they are."""
-    body = getattr(model, "model", None)
-    layers = getattr(body, "layers", None)
-    if layers is None:
-        return 0
-    stateless = [child for layer in layers for child in layer.children()
-                 if not any(hasattr(module, "layer_idx") for module in child.modules())]
-    if isinstance(getattr(body, "norm", None), torch.nn.Module):
-        stateless.append(body.norm)
-    # shapes x kernel module types, per code object: the default of 8 compiled variants is too few
+def compiled_forward(model: PreTrainedModel) -> Callable[..., object]:
+    """model.forward under torch.compile for one decode step's fixed shapes: the whole step, every layer, becomes
+    one graph whose norms, rotary embedding, residual adds and activations inductor fuses (eager, they are tens
+    of small kernels per layer and take as long as an 8B model's weight traffic). Shrinkray's kernels are
+    registered operators (kernels/ops.py), so they sit in the graph as opaque calls."""
+    # one compiled variant per batch size and Linear module type: the default limit of 8 is too few
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    for module in stateless:
-        module.compile(dynamic=False)
-    return len(stateless)
+    return torch.compile(model.forward, dynamic=False)
 
 
 def _static_cache(model: PreTrainedModel, batch: int, length: int) -> StaticCache:
@@ -64,8 +54,10 @@ class GreedyDecoder:
     """Prefill once, then decode step by step into static buffers: `token` [B, 1] is both the step's input
     and output, `position` [1] the cache slot, `generated` [B, new_tokens] what came out."""
 
-    def __init__(self, model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int) -> None:
+    def __init__(self, model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, compile_step: bool = False,
+                 ) -> None:
         self.model = model
+        self.step_forward = compiled_forward(model) if compile_step else model.forward  # the prefill stays eager
         self.prompt = prompt
         self.new_tokens = new_tokens
         batch, prompt_len = prompt.shape
@@ -93,8 +85,8 @@ class GreedyDecoder:
     @torch.no_grad()
     def step(self) -> None:
         self.generated.index_copy_(1, self.position - self.prompt.shape[1], self.token)
-        logits = self.model(input_ids=self.token, cache_position=self.position, use_cache=True,
-                            **{self.cache_argument: self.cache}).logits
+        logits = self.step_forward(input_ids=self.token, cache_position=self.position, use_cache=True,
+                                   **{self.cache_argument: self.cache}).logits
         self.logits.copy_(logits[:, -1])
         self.token.copy_(logits[:, -1:].argmax(-1))
         self.position.add_(1)
@@ -142,15 +134,15 @@ def _synchronize(device: torch.device) -> None:
 
 def measure_decode_speed(
     model: PreTrainedModel, batch: int = 1, prompt_tokens: int = 32, new_tokens: int = 128, seed: int = 0,
-    repeats: int = 3, compiled_modules: int = 0,
+    repeats: int = 3, compile_step: bool = False,
 ) -> DecodeSpeed:
     """Median time of greedy decoding new_tokens after a random prompt; on CUDA through a captured graph,
-    checked against eager decoding of the same prompt before it is timed. `compiled_modules` is recorded
-    (compile_decoder_blocks' count, when the caller compiled the model)."""
+    checked against eager decoding of the same prompt before it is timed. With `compile_step` the step runs
+    under torch.compile (compiled_forward)."""
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab, (batch, prompt_tokens), generator=torch.Generator().manual_seed(seed))
-    decoder = GreedyDecoder(model, prompt.to(device), new_tokens)
+    decoder = GreedyDecoder(model, prompt.to(device), new_tokens, compile_step)
     note, check, spread = "", None, None
     if device.type == "cuda":
         eager = decoder.first_step_logits()
@@ -184,5 +176,5 @@ def measure_decode_speed(
     return DecodeSpeed(batch=batch, prompt_tokens=prompt_tokens, new_tokens=new_tokens, seconds=decode_seconds,
                        tokens_per_s=batch * new_tokens / decode_seconds,
                        ms_per_step=1e3 * decode_seconds / new_tokens, cuda_graph=decoder.graph is not None,
-                       compiled_modules=compiled_modules, graph_check_error=check, eager_repeat_error=spread,
+                       compiled=compile_step, graph_check_error=check, eager_repeat_error=spread,
                        note=note)
