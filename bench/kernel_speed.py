@@ -126,7 +126,8 @@ class Layer:
         if kernel == "w4a16":
             codes, scale, _ = quantize_weight(weight, 4, GROUP, True, torch.bfloat16)
             scale = scale.to(torch.bfloat16).contiguous()
-            operands = (pack_to_int32(codes.T.contiguous(), 4, packed_dim=0), scale)
+            # scales group-major, as Int4Linear holds them (a tile's scales one contiguous row)
+            operands = (pack_to_int32(codes.T.contiguous(), 4, packed_dim=0), scale.t().contiguous().t())
             self.dense = codes.float() * scale.float().repeat_interleave(GROUP, 1)
             tiny = _tinygemm(codes, scale)
             self.peer_factory = lambda x: (lambda: tiny(x)) if tiny is not None else None

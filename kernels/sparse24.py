@@ -13,6 +13,7 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from kernels.triton_support import interpreted, require_triton, triton
+from kernels.tuning import autotuner_do_bench
 
 if triton is not None:
     import triton.language as tl
@@ -160,6 +161,7 @@ if triton is not None:
     _sparse24_autotuned = triton.autotune(
         configs=_CONFIGS, key=["M_BUCKET", "N", "K", "INT4", "GROUP_SIZE"],
         prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["out_ptr"],
+        do_bench=autotuner_do_bench,
     )(_sparse24_kernel)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from kernels.triton_support import triton
+from kernels.tuning import keep_resident
 
 if triton is not None:
     import triton.language as tl
@@ -25,6 +26,8 @@ def split_k_workspace(device: torch.device, sums: int, tiles: int) -> tuple[torc
         held = (torch.zeros(size, device=device, dtype=torch.float32),
                 torch.zeros(count, device=device, dtype=torch.int32))
         _WORKSPACES[device] = held
+        if device.type == "cuda":
+            keep_resident("split-K workspace", *held)
     return held
 
 

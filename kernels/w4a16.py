@@ -16,6 +16,7 @@ import torch
 from kernels.int4_layout import PACK, dequantize_int4
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
+from kernels.tuning import autotuner_do_bench, cold_time_ms
 from kernels.w4a16_dequantize import dequantize_to_kn
 from kernels.w4a16_gemv import GEMV_MAX_ROWS, run_gemv
 
@@ -109,6 +110,7 @@ if triton is not None:
 
     _w4a16_autotuned = triton.autotune(
         configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GROUP_SIZE"], prune_configs_by={"early_config_prune": _prune},
+        do_bench=autotuner_do_bench,
     )(_w4a16_kernel)
 
 
@@ -125,8 +127,8 @@ def _dequantize_is_faster(key: tuple, fused: Callable[[], object], dequantized: 
     if key not in _PREFILL_CHOICE:
         if torch.cuda.is_current_stream_capturing():
             return False
-        fused_ms = triton.testing.do_bench(fused, warmup=5, rep=25)
-        _PREFILL_CHOICE[key] = triton.testing.do_bench(dequantized, warmup=5, rep=25) < fused_ms
+        fused_ms = cold_time_ms(fused)
+        _PREFILL_CHOICE[key] = cold_time_ms(dequantized) < fused_ms
     return _PREFILL_CHOICE[key]
 
 
@@ -173,7 +175,7 @@ def w4a16_matmul(
         raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {(*x.shape[:-1], n)}")
     pinned = dict(config or {})
     gemv = bool(pinned.pop("GEMV", config is None and x.is_cuda and m <= GEMV_MAX_ROWS))
-    if "BLOCK_K" in pinned and group_size % pinned["BLOCK_K"]:
+    if not gemv and "BLOCK_K" in pinned and group_size % pinned["BLOCK_K"]:  # the GEMV's blocks may span groups
         raise ValueError(f"BLOCK_K {pinned['BLOCK_K']} must divide group_size {group_size}")
     zero = zero_point if zero_point is not None else scale
     target = out.view(m, n) if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)

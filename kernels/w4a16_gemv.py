@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from kernels.split_k import store_split_k
 from kernels.triton_support import triton
+from kernels.tuning import autotuner_do_bench
 
 if triton is not None:
     import triton.language as tl
@@ -26,7 +27,9 @@ if triton is not None:
     ):
         """One input row per program row; the K loop reduces the codes of [BLOCK_K / 8, BLOCK_N] words one nibble
         position at a time (constant masks), and the sums stay per word until the loop ends, so no reduction
-        crosses threads inside it.
+        crosses threads inside it. Scales are applied per word row, so a block may span several groups: narrow,
+        tall blocks keep enough bytes in flight without splitting K (on an H200 they were fastest at M=1 from 4096 x
+        shape measured).
 
         Split-K in one launch: the K slices of a tile add their fp32 sums into a workspace and count in; the
         last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
@@ -48,7 +51,7 @@ if triton is not None:
             next_rows = (k0 + step) // 8 + words
             upcoming = tl.load(packed_ptr + next_rows[:, None] * stride_pk + cols[None, :],
                                mask=(next_rows < K // 8)[:, None] & col_ok[None, :], other=0)
-            group = k0 // GROUP_SIZE
+            groups = (k0 + words * 8) // GROUP_SIZE  # each word row's group: a block may span several
             partial = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
             x_sum = tl.zeros((BLOCK_K // 8,), dtype=tl.float32)
             high = packed >> 8  # nibbles 6 and 7 moved to bits 16..23
@@ -65,11 +68,15 @@ if triton is not None:
                     x_scaled = x * (2.0 ** (104 - 4 * nibble))
                 partial += bits.to(tl.float32, bitcast=True) * x_scaled[:, None]
                 x_sum += x
-            offset = tl.full((BLOCK_N,), 8.0, tl.float32)  # codes are stored + 8
+            # per word row: contiguous along the columns for group-major scales, so one vector load per thread
+            group_mask = (groups < K // GROUP_SIZE)[:, None] & col_ok[None, :]
+            offset = 8.0  # codes are stored + 8
             if HAS_ZERO:
-                offset += tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=col_ok, other=0).to(tl.float32)
-            scale = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=col_ok, other=0.0).to(tl.float32)
-            acc += (partial * 2.0 ** 53 - x_sum[:, None] * offset[None, :]) * scale[None, :]
+                offset += tl.load(zero_ptr + cols[None, :] * stride_zn + groups[:, None] * stride_zg,
+                                  mask=group_mask, other=0).to(tl.float32)
+            scale = tl.load(scale_ptr + cols[None, :] * stride_sn + groups[:, None] * stride_sg,
+                            mask=group_mask, other=0.0).to(tl.float32)
+            acc += (partial * 2.0 ** 53 - x_sum[:, None] * offset) * scale
             packed = upcoming
             k0 += step
         total = tl.sum(acc, axis=0)
@@ -84,18 +91,16 @@ if triton is not None:
             (64, 128, 8, 4), (128, 64, 8, 4), (128, 64, 16, 4), (256, 64, 8, 4), (256, 64, 16, 4), (128, 128, 2, 4),
             # small layers (a decoder's 4096-wide projections): more, shorter programs keep enough loads in flight
             (64, 64, 32, 4), (64, 128, 32, 4), (128, 64, 32, 4), (32, 128, 16, 2), (64, 64, 16, 2), (32, 64, 32, 2),
+            # blocks spanning several groups: narrow tiles with a long K stride, enough bytes in flight per program
+            # without split-K's atomics
+            (16, 512, 1, 4), (16, 1024, 1, 4), (32, 512, 1, 4), (32, 1024, 1, 8), (64, 512, 1, 8), (16, 512, 2, 4),
+            (32, 512, 2, 4), (32, 256, 2, 2), (64, 256, 2, 4), (32, 256, 4, 4), (64, 256, 4, 4), (16, 256, 4, 2),
+            (128, 256, 4, 8), (128, 512, 2, 8), (64, 512, 4, 8),
         ]
     ]
 
-    def _prune_gemv(configs: list, named_args: dict, **kwargs: object) -> list:
-        """BLOCK_K must divide the group size."""
-        group_size = int({**named_args, **kwargs}["GROUP_SIZE"])
-        kept = [c for c in configs if group_size % c.kwargs["BLOCK_K"] == 0]
-        return kept or [triton.Config({"BLOCK_N": 128, "BLOCK_K": 32, "SPLIT_K": 8}, num_warps=4)]
-
     _w4a16_gemv_autotuned = triton.autotune(
-        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO"],
-        prune_configs_by={"early_config_prune": _prune_gemv},
+        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO"], do_bench=autotuner_do_bench,
     )(_w4a16_gemv_kernel)
 
 

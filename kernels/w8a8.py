@@ -12,6 +12,7 @@ import torch
 
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
+from kernels.tuning import autotuner_do_bench
 
 if triton is not None:
     import triton.language as tl
@@ -102,6 +103,7 @@ if triton is not None:
 
     _scaled_matmul_autotuned = triton.autotune(
         configs=_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune},
+        do_bench=autotuner_do_bench,
     )(_scaled_matmul_kernel)
 
 

@@ -1,0 +1,91 @@
+"""How the kernels' autotuners (and the W4A16 prefill choice) time a candidate: replayed from a CUDA graph, with
+L2 refilled by a read of unrelated memory before every call, less the time of the refills alone.
+
+Triton's default timing launches from Python and clears L2 by zeroing a buffer. A decode-sized kernel runs
+for a few microseconds, less than its Python launch, so every config timed alike and the pick was noise; and
+the cleared lines are dirty, so the timed call also paid for writing them back. A model's weights come from
+HBM (an 8B model does not fit in L2), so they must not be resident when a config is judged either; memory
+every call touches (the split-K workspace) is resident in a model and is read back in after the eviction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+CALLS_PER_GRAPH = 10
+REPLAYS = 7
+
+_EVICTION_BUFFERS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+_RESIDENT: dict[tuple[str, torch.device], list[torch.Tensor]] = {}
+
+
+def keep_resident(owner: str, *tensors: torch.Tensor) -> None:
+    """Memory that stays in L2 while a model runs (shared by every call; 4-byte elements): timed calls find it
+    there too. A later call by the same owner on the same device replaces what it registered."""
+    _RESIDENT[owner, tensors[0].device] = [tensor.view(-1).view(torch.float32) for tensor in tensors]
+
+
+def _eviction_buffer(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Twice the L2 of memory to read (clean lines replace the kernel's) and a scalar for the read's result."""
+    if device not in _EVICTION_BUFFERS:
+        l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20) or 64 << 20
+        _EVICTION_BUFFERS[device] = (torch.ones(2 * l2_bytes // 4, device=device, dtype=torch.float32),
+                                     torch.empty((), device=device, dtype=torch.float32))
+    return _EVICTION_BUFFERS[device]
+
+
+def _median_replay_ms(graph: torch.cuda.CUDAGraph) -> float:
+    graph.replay()  # first replay uploads the graph
+    times = []
+    for _ in range(REPLAYS):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _captured(calls: Callable[[], None]) -> torch.cuda.CUDAGraph:
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        calls()
+    return graph
+
+
+def cold_time_ms(fn: Callable[[], object]) -> float:
+    """GPU milliseconds of one call of `fn` with its operands out of L2. `fn` must be replayable (the same
+    buffers every call) and is run once eagerly first, which compiles it and surfaces launch errors."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    evict, sink = _eviction_buffer(device)
+    fn()
+    torch.cuda.synchronize(device)
+
+    resident = [tensor for (_, on), tensors in _RESIDENT.items() if on == device for tensor in tensors]
+
+    def evict_all_but_resident() -> None:
+        torch.sum(evict, dim=0, out=sink)
+        for tensor in resident:
+            torch.sum(tensor, dim=0, out=sink)
+
+    def evictions() -> None:
+        for _ in range(CALLS_PER_GRAPH):
+            evict_all_but_resident()
+
+    def evictions_and_calls() -> None:
+        for _ in range(CALLS_PER_GRAPH):
+            evict_all_but_resident()
+            fn()
+
+    with_calls = _median_replay_ms(_captured(evictions_and_calls))
+    alone = _median_replay_ms(_captured(evictions))
+    return max(with_calls - alone, 1e-6) / CALLS_PER_GRAPH
+
+
+def autotuner_do_bench(kernel_call: Callable[[], object], quantiles: Sequence[float]) -> list[float]:
+    """triton.autotune's `do_bench` hook: cold_time_ms for every quantile asked (one measurement)."""
+    measured = cold_time_ms(kernel_call)
+    return [measured for _ in quantiles]

@@ -1,0 +1,31 @@
+"""How the autotuners time a candidate (kernels/tuning.py): memory registered as resident is replaced per owner,
+and on a GPU the cold time grows with the bytes a call must bring from HBM."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels import tuning
+
+
+def test_resident_memory_is_replaced_per_owner(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tuning, "_RESIDENT", {})
+    first, second, other = torch.zeros(4), torch.zeros(8, dtype=torch.int32), torch.zeros(2)
+    tuning.keep_resident("workspace", first)
+    tuning.keep_resident("other", other)
+    tuning.keep_resident("workspace", second)  # a grown workspace replaces the old one
+    held = tuning._RESIDENT
+    assert set(held) == {("workspace", first.device), ("other", other.device)}
+    assert [t.numel() for t in held["workspace", first.device]] == [8]
+    assert held["workspace", first.device][0].dtype == torch.float32  # int32 read as 4-byte words
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times CUDA graphs")
+def test_cold_time_grows_with_the_bytes_moved() -> None:
+    small, large = (torch.empty(n, device="cuda", dtype=torch.uint8) for n in (1 << 20, 1 << 28))
+    small_copy, large_copy = torch.empty_like(small), torch.empty_like(large)
+    small_ms = tuning.cold_time_ms(lambda: small_copy.copy_(small))
+    large_ms = tuning.cold_time_ms(lambda: large_copy.copy_(large))
+    assert 0 < small_ms < large_ms
+    assert large_ms > 2 * (1 << 28) / 10e12 * 1e3  # no faster than 10 TB/s: HBM, not L2
