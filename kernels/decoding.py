@@ -54,8 +54,9 @@ class GreedyDecoder:
     """Prefill once, then decode step by step into static buffers: `token` [B, 1] is both the step's input
     and output, `position` [1] the cache slot, `generated` [B, new_tokens] what came out."""
 
-    def __init__(self, model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, compile_step: bool = False,
-                 ) -> None:
+    def __init__(
+        self, model: PreTrainedModel, prompt: torch.Tensor, new_tokens: int, compile_step: bool = False,
+    ) -> None:
         self.model = model
         self.step_forward = compiled_forward(model) if compile_step else model.forward  # the prefill stays eager
         self.prompt = prompt
