@@ -1,0 +1,141 @@
+"""What the Triton kernels compile to, without a GPU: each kernel is compiled for a target architecture (sm_90 by
+default) with Triton's bundled ptxas and its PTX counted: shared-memory stores and loads, ldmatrix, tensor-core
+instructions (wgmma / mma.sync), asynchronous copies, conversions and shuffles, and whether the Hopper MMA takes
+its first operand from registers. GPU time through the device tool is short; this shows on any machine whether
+a change removed the shared-memory round trip or the conversions it was meant to, before anything is timed.
+
+    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-swapped,w4a16-gemv,w8a8-int8,w8a8-fp8]
+
+Counts are static (instructions in the program text, once per unrolled copy), not executed instructions.
+Integer arguments are compiled as multiples of 16, as Triton specializes them at run time for real shapes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from kernels.w4a16 import HALF_MAGIC, _w4a16_kernel
+from kernels.w4a16_gemv import _w4a16_gemv_kernel
+from kernels.w8a8 import _scaled_matmul_kernel
+
+PTX_PATTERNS = {
+    "st_shared": r"\bst\.shared",
+    "ld_shared": r"\bld\.shared",
+    "ldmatrix": r"\bldmatrix",
+    "wgmma": r"\bwgmma\.mma_async",
+    "mma_sync": r"\bmma\.sync",
+    "cp_async": r"\bcp\.async\.(?:ca|cg)\b",
+    "cvt": r"\bcvt\.",
+    "shfl": r"\bshfl\.sync",
+}
+
+
+@dataclass
+class Census:
+    kernel: str
+    config: dict
+    shared_bytes: int
+    mma_a_in_registers: bool  # Hopper: the first operand of every warp_group_dot is a register tensor
+    counts: dict
+
+
+@dataclass
+class KernelSpec:
+    fn: object
+    pointers: dict[str, str]  # argument -> Triton pointer type
+    integers: list[str]
+    constants: dict
+    num_warps: int
+    num_stages: int
+
+
+def _specs() -> dict[str, KernelSpec]:
+    """One representative config per kernel (the shapes the autotuners pick among on an H200)."""
+    bits, base = HALF_MAGIC[torch.bfloat16]
+    w4a16_pointers = {"x_ptr": "*bf16", "packed_ptr": "*i32", "scale_ptr": "*bf16", "zero_ptr": "*bf16",
+                      "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"}
+    w4a16_flags = {"GROUP_SIZE": 128, "HAS_ZERO": False, "HAS_BIAS": False}
+    tile_integers = ["M", "N", "K", "stride_xm", "stride_pk", "stride_sn", "stride_sg", "stride_zn", "stride_zg",
+                     "stride_om"]
+
+    def w4a16(block_m: int, block_n: int, swap: bool, warps: int, stages: int) -> KernelSpec:
+        return KernelSpec(_w4a16_kernel, w4a16_pointers, tile_integers,
+                          {**w4a16_flags, "M_BUCKET": block_m, "CODE_BITS": bits, "CODE_BASE": base, "BLOCK_M": block_m,
+                           "BLOCK_N": block_n, "BLOCK_K": 128 if swap else 64, "SPLIT_K": 1, "SWAP": swap,
+                           "UPCAST": False}, warps, stages)
+
+    def w8a8(dtype: str) -> KernelSpec:
+        pointers = {"x_ptr": f"*{dtype}", "xs_ptr": "*fp32", "w_ptr": f"*{dtype}", "ws_ptr": "*fp32",
+                    "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"}
+        return KernelSpec(_scaled_matmul_kernel, pointers, ["M", "N", "K", "stride_xm", "stride_wn", "stride_om"],
+                          {"M_BUCKET": 128, "HAS_X_SCALE": True, "HAS_BIAS": False, "UPCAST": False, "BLOCK_M": 128,
+                           "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 1, "GROUP_M": 8}, 8, 3)
+
+    return {
+        "w4a16": w4a16(64, 128, False, 4, 4),
+        "w4a16-swapped": w4a16(16, 64, True, 4, 4),
+        "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, w4a16_pointers, tile_integers[1:],
+                                 {**w4a16_flags, "BLOCK_N": 32, "BLOCK_K": 1024, "SPLIT_K": 1}, 8, 3),
+        "w8a8-int8": w8a8("i8"),
+        "w8a8-fp8": w8a8("fp8e4nv"),
+    }
+
+
+def census(name: str, spec: KernelSpec, arch: int) -> Census:
+    """Compile `spec` for sm_`arch` (no GPU involved) and count its PTX."""
+    fn = spec.fn
+    signature = {**spec.pointers, **dict.fromkeys(spec.integers, "i32"), **dict.fromkeys(spec.constants, "constexpr")}
+    aligned = [*spec.pointers, *(argument for argument in spec.integers if argument != "M")]
+    source = ASTSource(fn=fn, signature=signature,
+                       constexprs={(fn.arg_names.index(k),): v for k, v in spec.constants.items()},
+                       attrs={(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned})
+    compiled = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                              options={"num_warps": spec.num_warps, "num_stages": spec.num_stages})
+    ptx, ttgir = compiled.asm["ptx"], compiled.asm["ttgir"]
+    # "ttng.warp_group_dot %a, %b, %c {...} : <type of a> * <type of b> -> <type of the result>"
+    first_operand_types = [line.split(" * ")[0].rsplit(" : ", 1)[-1].strip()
+                           for line in ttgir.splitlines() if "ttng.warp_group_dot " in line]
+    return Census(kernel=name, config={**spec.constants, "num_warps": spec.num_warps, "num_stages": spec.num_stages},
+                  shared_bytes=int(compiled.metadata.shared),
+                  mma_a_in_registers=bool(first_operand_types)
+                  and all(operand.startswith("tensor<") for operand in first_operand_types),
+                  counts={key: len(re.findall(pattern, ptx)) for key, pattern in PTX_PATTERNS.items()})
+
+
+def main(argv: list[str] | None = None) -> list[Census]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    specs = _specs()
+    parser.add_argument("--arch", type=int, default=90, help="compute capability to compile for (90 = Hopper)")
+    parser.add_argument("--kernels", default=",".join(specs))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    unknown = [name for name in args.kernels.split(",") if name not in specs]
+    if unknown:
+        parser.error(f"unknown kernels {unknown}; known: {', '.join(specs)}")
+    rows = [census(name, specs[name], args.arch) for name in args.kernels.split(",")]
+    print(f"{'kernel':<14} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS))
+    for row in rows:
+        print(f"{row.kernel:<14} {row.shared_bytes:>7} {'yes' if row.mma_a_in_registers else 'no':>9} "
+              + " ".join(f"{row.counts[key]:>9}" for key in PTX_PATTERNS))
+    date = datetime.date.today().isoformat()
+    result = {"benchmark": "ptx_census", "date": date, "arch": f"sm_{args.arch}", "triton": triton.__version__,
+              "rows": [asdict(row) for row in rows]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"ptx_census-sm{args.arch}-{date}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The offline PTX census (bench/ptx_census.py) compiles the real kernels for a GPU this machine does not have and
+tells the tensor-core paths apart: Hopper's wgmma with the dequantized operand in registers, Ampere's mma.sync,
+and none in the CUDA-core GEMV. It runs as a script, outside the interpreter the other kernel tests use."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _census(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "bench" / "ptx_census.py"), "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+
+
+def _rows(tmp_path: Path, *args: str) -> dict[str, dict]:
+    run = _census(tmp_path, *args)
+    assert run.returncode == 0, run.stderr[-2000:]
+    (written,) = tmp_path.glob("ptx_census-*.json")
+    rows = {row["kernel"]: row for row in json.loads(written.read_text())["rows"]}
+    written.unlink()
+    return rows
+
+
+def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> None:
+    hopper = _rows(tmp_path, "--kernels", "w4a16-swapped,w4a16-gemv,w8a8-int8")
+    swapped = hopper["w4a16-swapped"]
+    assert swapped["counts"]["wgmma"] > 0 and swapped["counts"]["mma_sync"] == 0
+    assert swapped["mma_a_in_registers"] and swapped["shared_bytes"] > 0
+    assert hopper["w4a16-gemv"]["counts"]["wgmma"] == hopper["w4a16-gemv"]["counts"]["mma_sync"] == 0
+    assert hopper["w8a8-int8"]["counts"]["wgmma"] > 0 and not hopper["w8a8-int8"]["mma_a_in_registers"]
+    ampere = _rows(tmp_path, "--arch", "80", "--kernels", "w4a16-swapped")["w4a16-swapped"]
+    assert ampere["counts"]["mma_sync"] > 0 and ampere["counts"]["wgmma"] == 0
+
+
+def test_unknown_kernels_are_refused(tmp_path: Path) -> None:
+    run = _census(tmp_path, "--kernels", "w4a16,nope")
+    assert run.returncode == 2 and "unknown kernels ['nope']" in run.stderr
+    assert not list(tmp_path.iterdir())
