@@ -4,7 +4,7 @@ instructions (wgmma / mma.sync), asynchronous copies, conversions and shuffles, 
 its first operand from registers. GPU time through the device tool is short; this shows on any machine whether
 a change removed the shared-memory round trip or the conversions it was meant to, before anything is timed.
 
-    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-swapped,w4a16-gemv,w8a8-int8,w8a8-fp8]
+    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-swapped,w4a16-gemv,w8a8-int8,w8a8-fp8,2of4]
 
 Counts are static (instructions in the program text, once per unrolled copy), not executed instructions.
 Integer arguments are compiled as multiples of 16, as Triton specializes them at run time for real shapes.
@@ -24,6 +24,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from kernels.sparse24 import _sparse24_kernel
 from kernels.w4a16 import HALF_MAGIC, _w4a16_kernel
 from kernels.w4a16_gemv import _w4a16_gemv_kernel
 from kernels.w8a8 import _scaled_matmul_kernel
@@ -88,6 +89,11 @@ def _specs() -> dict[str, KernelSpec]:
                                  {**w4a16_flags, "BLOCK_N": 32, "BLOCK_K": 1024, "SPLIT_K": 1}, 8, 3),
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
+        "2of4": KernelSpec(_sparse24_kernel, {"x_ptr": "*bf16", "values_ptr": "*bf16", "meta_ptr": "*i32",
+                                              "scale_ptr": "*bf16", "bias_ptr": "*bf16", "out_ptr": "*bf16"},
+                           ["M", "N", "K", "stride_xm", "stride_vk", "stride_mk", "stride_sn", "stride_om"],
+                           {"M_BUCKET": 128, "INT4": False, "GROUP_SIZE": 128, "HAS_BIAS": False, "UPCAST": False,
+                            "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1}, 8, 3),
     }
 
 
