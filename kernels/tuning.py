@@ -66,22 +66,18 @@ def cold_time_ms(fn: Callable[[], object]) -> float:
 
     resident = [tensor for (_, on), tensors in _RESIDENT.items() if on == device for tensor in tensors]
 
-    def evict_all_but_resident() -> None:
-        torch.sum(evict, dim=0, out=sink)
-        for tensor in resident:
-            torch.sum(tensor, dim=0, out=sink)
+    def repeated(call_fn: bool) -> Callable[[], None]:
+        def calls() -> None:
+            for _ in range(CALLS_PER_GRAPH):
+                torch.sum(evict, dim=0, out=sink)  # evict everything, then read the resident memory back in
+                for tensor in resident:
+                    torch.sum(tensor, dim=0, out=sink)
+                if call_fn:
+                    fn()
+        return calls
 
-    def evictions() -> None:
-        for _ in range(CALLS_PER_GRAPH):
-            evict_all_but_resident()
-
-    def evictions_and_calls() -> None:
-        for _ in range(CALLS_PER_GRAPH):
-            evict_all_but_resident()
-            fn()
-
-    with_calls = _median_replay_ms(_captured(evictions_and_calls))
-    alone = _median_replay_ms(_captured(evictions))
+    with_calls = _median_replay_ms(_captured(repeated(call_fn=True)))
+    alone = _median_replay_ms(_captured(repeated(call_fn=False)))
     return max(with_calls - alone, 1e-6) / CALLS_PER_GRAPH
 
 
