@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 import triton
-from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.float8 import quantize_fp8_weight
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
 from kernels.act_quant import quantize_per_token
+from kernels.int4_layout import pack_kernel_layout
 from kernels.sparse24 import compress_24, sparse24_matmul, to_kernel_layout_24
 from kernels.w4a16 import w4a16_matmul
 from kernels.w8a8 import scaled_matmul
@@ -127,7 +127,7 @@ class Layer:
             codes, scale, _ = quantize_weight(weight, 4, GROUP, True, torch.bfloat16)
             scale = scale.to(torch.bfloat16).contiguous()
             # scales group-major, as Int4Linear holds them (a tile's scales one contiguous row)
-            operands = (pack_to_int32(codes.T.contiguous(), 4, packed_dim=0), scale.t().contiguous().t())
+            operands = (pack_kernel_layout(codes), scale.t().contiguous().t())
             self.dense = codes.float() * scale.float().repeat_interleave(GROUP, 1)
             tiny = _tinygemm(codes, scale)
             self.peer_factory = lambda x: (lambda: tiny(x)) if tiny is not None else None

@@ -4,7 +4,7 @@ instructions (wgmma / mma.sync), asynchronous copies, conversions and shuffles, 
 its first operand from registers. GPU time through the device tool is short; this shows on any machine whether
 a change removed the shared-memory round trip or the conversions it was meant to, before anything is timed.
 
-    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-swapped,w4a16-gemv,w8a8-int8,w8a8-fp8,2of4]
+    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m128,w4a16-gemv,w8a8-int8,w8a8-fp8,2of4]
 
 Counts are static (instructions in the program text, once per unrolled copy), not executed instructions.
 Integer arguments are compiled as multiples of 16, as Triton specializes them at run time for real shapes.
@@ -19,13 +19,12 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from kernels.sparse24 import _sparse24_kernel
-from kernels.w4a16 import HALF_MAGIC, _w4a16_kernel
+from kernels.w4a16 import _w4a16_kernel
 from kernels.w4a16_gemv import _w4a16_gemv_kernel
 from kernels.w8a8 import _scaled_matmul_kernel
 
@@ -62,18 +61,16 @@ class KernelSpec:
 
 def _specs() -> dict[str, KernelSpec]:
     """One representative config per kernel (the shapes the autotuners pick among on an H200)."""
-    bits, base = HALF_MAGIC[torch.bfloat16]
-    w4a16_pointers = {"x_ptr": "*bf16", "packed_ptr": "*i32", "scale_ptr": "*bf16", "zero_ptr": "*bf16",
+    w4a16_pointers = {"x_ptr": "*bf16", "packed_ptr": "*i16", "scale_ptr": "*bf16", "zero_ptr": "*bf16",
                       "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"}
     w4a16_flags = {"GROUP_SIZE": 128, "HAS_ZERO": False, "HAS_BIAS": False}
     tile_integers = ["M", "N", "K", "stride_xm", "stride_pk", "stride_sn", "stride_sg", "stride_zn", "stride_zg",
                      "stride_om"]
 
-    def w4a16(block_m: int, block_n: int, swap: bool, warps: int, stages: int) -> KernelSpec:
+    def w4a16(block_m: int, block_n: int, split_k: int, warps: int) -> KernelSpec:
         return KernelSpec(_w4a16_kernel, w4a16_pointers, tile_integers,
-                          {**w4a16_flags, "M_BUCKET": block_m, "CODE_BITS": bits, "CODE_BASE": base, "BLOCK_M": block_m,
-                           "BLOCK_N": block_n, "BLOCK_K": 128 if swap else 64, "SPLIT_K": 1, "SWAP": swap,
-                           "UPCAST": False}, warps, stages)
+                          {**w4a16_flags, "M_BUCKET": block_m, "FP16": False, "K_RAGGED": False, "BLOCK_M": block_m,
+                           "BLOCK_N": block_n, "SPLIT_K": split_k, "UPCAST": False}, warps, 3)
 
     def w8a8(dtype: str) -> KernelSpec:
         pointers = {"x_ptr": f"*{dtype}", "xs_ptr": "*fp32", "w_ptr": f"*{dtype}", "ws_ptr": "*fp32",
@@ -83,10 +80,10 @@ def _specs() -> dict[str, KernelSpec]:
                            "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 1, "GROUP_M": 8}, 8, 3)
 
     return {
-        "w4a16": w4a16(64, 128, False, 4, 4),
-        "w4a16-swapped": w4a16(16, 64, True, 4, 4),
-        "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, w4a16_pointers, tile_integers[1:],
-                                 {**w4a16_flags, "BLOCK_N": 32, "BLOCK_K": 1024, "SPLIT_K": 1}, 8, 3),
+        "w4a16": w4a16(16, 256, 4, 4),
+        "w4a16-m128": w4a16(128, 128, 1, 8),
+        "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers[1:],
+                                 {**w4a16_flags, "PAIRED": True, "BLOCK_N": 64, "BLOCK_K": 512, "SPLIT_K": 1}, 8, 3),
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
         "2of4": KernelSpec(_sparse24_kernel, {"x_ptr": "*bf16", "values_ptr": "*bf16", "meta_ptr": "*i32",

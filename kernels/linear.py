@@ -6,11 +6,10 @@ its plain-torch reference, so a loaded model works anywhere and is fast on a GPU
 from __future__ import annotations
 
 import torch
-from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 from torch import nn
 
 from kernels.act_quant import quantize_per_token_reference
-from kernels.int4_layout import dequantize_int4, unpack_int4
+from kernels.int4_layout import dequantize_codes, pack_kernel_layout, unpack_int4, unpack_kernel_layout
 from kernels.ops import quantize_per_token_op, scaled_matmul_op, sparse24_op, w4a16_op
 from kernels.sparse24 import compress_24, sparse24_reference, to_kernel_layout_24
 from kernels.triton_support import interpreted, triton_available
@@ -83,8 +82,7 @@ class Int4Linear(CompressedLinear):
             permutation = torch.argsort(group_index.to(torch.int64), stable=True)
             codes = codes[:, permutation.to(codes.device)]
         _optional_buffer(self, "permutation", permutation.to(codes.device) if permutation is not None else None)
-        # the kernel layout [K / 8, N]: eight codes along K per word, words contiguous along N
-        self.register_buffer("packed", pack_to_int32(codes.T.contiguous(), 4, packed_dim=0))
+        self.register_buffer("packed", pack_kernel_layout(codes))  # kernels/int4_layout.py
         # scales and zero points group-major ([K / G, N] in memory, seen as [N, K / G]): the kernels read a
         # tile's N scales of one group as one contiguous row instead of N strided gathers
         self.register_buffer("scale", _group_major(scale.to(dtype)))
@@ -98,7 +96,8 @@ class Int4Linear(CompressedLinear):
 
     def run_reference(self, x: torch.Tensor) -> torch.Tensor:
         x = self._permuted(x)
-        weight = dequantize_int4(self.packed.T, self.scale, self.group_size, self.in_features, self.zero_point)
+        codes = unpack_kernel_layout(self.packed, self.in_features, self.out_features)
+        weight = dequantize_codes(codes, self.scale, self.group_size, self.zero_point)
         y = x.float() @ weight.T
         return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
 

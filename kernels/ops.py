@@ -20,7 +20,7 @@ def w4a16_op(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_s
 
 @w4a16_op.register_fake
 def _(x, packed, scale, group_size, zero_point, bias):  # type: ignore[no-untyped-def]
-    return x.new_empty(x.shape[0], packed.shape[1])
+    return x.new_empty(x.shape[0], scale.shape[0])
 
 
 @torch.library.custom_op("shrinkray::quantize_per_token", mutates_args=())

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.int4_layout import PACK, dequantize_int4
+from kernels.int4_layout import dequantize_int4, kernel_layout_shape
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotuner_do_bench, cold_time_ms
@@ -32,13 +32,31 @@ def w4a16_reference(
     return (y if bias is None else y + bias.float()).to(x.dtype)
 
 
-# Codes become floats without a conversion instruction (those run at a quarter of the rate of integer and
-# float ops, and one per weight was what bounded both kernels): a nibble OR-ed under the exponent bits of a
-# float is that float's low mantissa, so the float is BASE + nibble exactly. The constant BASE + 8 (+ zero
-# point) is taken off once per group as that offset times the group's sum of x, not once per weight.
-HALF_MAGIC = {torch.bfloat16: (0x4300, 128.0), torch.float16: (0x6400, 1024.0)}  # bits of BASE, BASE
+# Codes become floats without a conversion instruction: a nibble OR-ed under the exponent bits of a half float
+# is that float's low mantissa, so the float is BASE + nibble exactly; BASE + 8 (+ zero point) is then taken off
+# exactly and the scale applied, one rounding per weight, as dequantizing to x's dtype would.
+MAGIC_BITS = (0x4300, 0x6400)  # bf16 128.0, fp16 1024.0: BASE for each, indexed by the kernel's FP16
+
+
+def _unpack_asm(shift: int, magic: int) -> str:
+    """Two codes (one in each 16-bit half of a register) at bits shift .. shift + 3 to two half floats
+    BASE + code: one shift and one three-input logic op per pair of weights."""
+    source = "$1" if shift == 0 else "t"
+    head = "" if shift == 0 else f"shr.b32 t, $1, {shift}; "
+    return f"{{.reg .b32 t; {head}lop3.b32 $0, {source}, 0x000F000F, {magic * 0x10001:#x}, 0xea;}}"
+
+
+def _scale_asm(fma: str, one: int) -> str:
+    """(BASE + code + offset) * scale for two half floats: offset = -(BASE + 8 + zero point) cancels exactly, so
+    the product is the one rounding (the second fma adds -0.0)."""
+    return (f"{{.reg .b32 d, one, zero; mov.b32 one, {one * 0x10001:#x}; mov.b32 zero, 0x80008000; "
+            f"{fma} d, $1, one, $2; {fma} $0, d, $3, zero;}}")
+
 
 if triton is not None:
+    # indexed by 4 * FP16 (x's dtype) + the nibble position j
+    _UNPACK = tl.constexpr(tuple(_unpack_asm(4 * j, magic) for magic in MAGIC_BITS for j in range(4)))
+    _SCALE = tl.constexpr((_scale_asm("fma.rn.bf16x2", 0x3F80), _scale_asm("fma.rn.f16x2", 0x3C00)))
 
     @triton.jit
     def _w4a16_kernel(
@@ -46,66 +64,79 @@ if triton is not None:
         M, N, K,
         stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
-        CODE_BITS: tl.constexpr, CODE_BASE: tl.constexpr,  # HALF_MAGIC of x's dtype
-        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
-        SWAP: tl.constexpr, UPCAST: tl.constexpr,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, FP16: tl.constexpr,
+        K_RAGGED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
+        UPCAST: tl.constexpr,  # Triton's interpreter: no inline assembly, and half-precision dots mishandled
     ):
+        """Computes the tile transposed, (W x^T)^T: the dequantized weight is the MMA's first operand, which
+        Hopper's MMA reads from registers, and a short M is the instruction's narrow side. Each quad-layout row
+        block holds 4 x 32 input columns; each nibble position is one 32-deep MMA step. Every op from the packed
+        load to the MMA is elementwise, so Triton moves the operand layout conversion up to the load (ldmatrix
+        of the packed tile) and dequantizes in registers."""
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tiles_n = tl.cdiv(N, BLOCK_N)
         rows = (pid // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = (pid % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
-        row_ok = rows < M
+        # x, scales and zero points are read at clamped rows and columns (valid memory; what they feed is never
+        # stored): no masks and no mask arithmetic in the loop. The packed tile is masked instead: clamped
+        # columns would hide its contiguity and lose the vectorized asynchronous copies.
+        x_rows = x_ptr + tl.minimum(rows, M - 1)[:, None] * stride_xm
+        packed_cols = packed_ptr + cols[:, None]
         col_ok = cols < N
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        shifts = tl.arange(0, 8) * 4
-        words = tl.arange(0, BLOCK_K // 8)
-        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            k_ok = ks < K
-            x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :],
-                        mask=row_ok[:, None] & k_ok[None, :], other=0.0)
-            word_rows = k0 // 8 + words
-            packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
-                             mask=(word_rows < tl.cdiv(K, 8))[:, None] & col_ok[None, :], other=0)
-            bits = ((packed[:, None, :] >> shifts[None, :, None]) & 0xF) | CODE_BITS  # [BLOCK_K / 8, 8, BLOCK_N]
-            codes = tl.reshape(bits, (BLOCK_K, BLOCK_N)).to(tl.int16).to(x_ptr.dtype.element_ty, bitcast=True)
-            # BLOCK_K divides GROUP_SIZE, so the whole K block shares one scale (and zero point) per output column
-            group = k0 // GROUP_SIZE
-            scale = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=col_ok, other=0.0)
-            offset = tl.full((BLOCK_N,), CODE_BASE + 8, tl.float32)
-            if HAS_ZERO:  # asymmetric: w = (q - z) * s
-                offset += tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=col_ok, other=0).to(tl.float32)
-            if UPCAST:  # Triton's interpreter mishandles bf16 dots; it checks the logic in fp32
-                x, codes = x.to(tl.float32), codes.to(tl.float32)
-            if SWAP:  # (W x^T)^T: the dequantized tile is the first operand and a short M the instruction's narrow side
-                partial = tl.trans(tl.dot(tl.trans(codes), tl.trans(x)))
-            else:
-                partial = tl.dot(x, codes)
-            partial -= tl.sum(x.to(tl.float32), axis=1)[:, None] * offset[None, :]
-            acc += partial * scale.to(tl.float32)[None, :]
-        store_split_k(acc, out_ptr + rows[:, None] * stride_om + cols[None, :],
-                      sums_ptr + rows[:, None] * N + cols[None, :], row_ok[:, None] & col_ok[None, :],
-                      bias_ptr + cols[None, :], col_ok[None, :], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
+        scale_cols = scale_ptr + tl.minimum(cols, N - 1) * stride_sn
+        zero_cols = zero_ptr + tl.minimum(cols, N - 1) * stride_zn
+        dtype = x_ptr.dtype.element_ty
+        base = 1024.0 if FP16 else 128.0
+        quads = tl.arange(0, 32)
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for k0 in range(split * 128, K, 128 * SPLIT_K):
+            packed = tl.load(packed_cols + (k0 // 4 + quads)[None, :] * stride_pk, mask=col_ok[:, None], other=0)
+            for j in tl.static_range(4):
+                if j == 0 or GROUP_SIZE < 128:  # 32 divides GROUP_SIZE: one group per nibble position
+                    # (past K, where x is zero, the last group)
+                    group = tl.minimum((k0 + 32 * j) // GROUP_SIZE, K // GROUP_SIZE - 1)
+                    scale = tl.load(scale_cols + group * stride_sg)
+                    offset = tl.full((BLOCK_N,), -(base + 8), tl.float32)
+                    if HAS_ZERO:  # asymmetric: w = (q - z) * s
+                        offset -= tl.load(zero_cols + group * stride_zg).to(tl.float32)
+                if UPCAST:  # the same arithmetic in fp32, one rounding, and the dot in fp32
+                    codes = ((packed >> (4 * j)) & 0xF).to(tl.float32) + base
+                    weights = ((codes + offset[:, None]) * scale.to(tl.float32)[:, None]).to(dtype).to(tl.float32)
+                else:
+                    codes = tl.inline_asm_elementwise(_UNPACK[4 * FP16 + j], "=r,r", [packed], dtype=dtype,
+                                                      is_pure=True, pack=2)
+                    weights = tl.inline_asm_elementwise(
+                        _SCALE[FP16], "=r,r,r,r",
+                        [codes, tl.broadcast_to(offset.to(dtype)[:, None], (BLOCK_N, 32)),
+                         tl.broadcast_to(scale[:, None], (BLOCK_N, 32))], dtype=dtype, is_pure=True, pack=2)
+                ks = k0 + 32 * j + quads
+                if K_RAGGED:  # the last quad block reaches past K: x is zero there (padding codes are not)
+                    x = tl.load(x_rows + ks[None, :], mask=(ks < K)[None, :], other=0.0)
+                else:
+                    x = tl.load(x_rows + ks[None, :])
+                acc = tl.dot(weights, tl.trans(x.to(weights.dtype)), acc)
+        row_ok = rows < M
+        store_split_k(acc, out_ptr + rows[None, :] * stride_om + cols[:, None],
+                      sums_ptr + rows[None, :] * N + cols[:, None], row_ok[None, :] & col_ok[:, None],
+                      bias_ptr + cols[:, None], col_ok[:, None], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
 
     _CONFIGS = [
-        # measured on an H200: tiles of up to 32 rows are fastest swapped, taller ones plain
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "SWAP": m <= 32},
-                      num_warps=w, num_stages=st)
-        for m, n, k, s, w, st in [
-            (16, 64, 128, 1, 4, 4), (16, 64, 128, 2, 4, 4), (16, 64, 128, 4, 4, 4), (16, 128, 128, 4, 4, 4),
-            (16, 32, 128, 4, 4, 4), (16, 64, 64, 8, 4, 4), (16, 128, 128, 2, 8, 3), (16, 256, 64, 1, 8, 3),
-            (32, 64, 128, 2, 4, 4), (32, 128, 128, 1, 4, 4), (64, 128, 64, 1, 4, 4), (64, 128, 128, 1, 8, 3),
-            (64, 128, 128, 1, 4, 4), (64, 64, 128, 1, 4, 4),
+        # measured on an H200 (28672 x 8192): split-K for short M, 128-row tiles from M=128
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "SPLIT_K": s}, num_warps=w, num_stages=st)
+        for m, n, s, w, st in [
+            (16, 256, 4, 4, 3), (16, 128, 4, 8, 3), (16, 128, 4, 4, 3), (16, 128, 2, 4, 3), (16, 64, 8, 4, 3),
+            (16, 64, 4, 4, 3), (32, 256, 2, 4, 3), (32, 128, 4, 8, 3), (32, 64, 4, 4, 3), (64, 256, 2, 4, 3),
+            (64, 128, 1, 8, 3), (64, 256, 2, 8, 3), (64, 64, 4, 4, 3), (128, 128, 1, 8, 3), (128, 64, 2, 8, 3),
+            (64, 128, 1, 8, 4),
         ]
     ]
 
     def _prune(configs: list, named_args: dict, **kwargs: object) -> list:
-        """BLOCK_K must divide the group size; tiles taller than the (bucketed) M only waste the tensor cores."""
+        """Tiles taller than the (bucketed) M only waste the tensor cores."""
         given = {**named_args, **kwargs}  # triton versions differ in which holds the constexprs
-        group_size, m_bucket = int(given["GROUP_SIZE"]), int(given["M_BUCKET"])
-        kept = [c for c in configs if group_size % c.kwargs["BLOCK_K"] == 0 and c.kwargs["BLOCK_M"] <= m_bucket]
+        m_bucket = int(given["M_BUCKET"])
+        kept = [c for c in configs if c.kwargs["BLOCK_M"] <= m_bucket]
         return kept or configs[:1]
 
     _w4a16_autotuned = triton.autotune(
@@ -145,7 +176,7 @@ def w4a16_matmul(
     zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
-    """x [..., K] (bf16/fp16) times the int4 weight in kernel layout [K / 8, N] (to_kernel_layout) with scales
+    """x [..., K] (bf16/fp16) times the int4 weight in the quad layout (kernels/int4_layout.py) with scales
     [N, K / group_size] and, for asymmetric weights, int8 zero points of the same shape; out [..., N] in x's dtype.
 
     On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter), and
@@ -153,11 +184,14 @@ def w4a16_matmul(
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")
-    if packed.dtype != torch.int32 or packed.dim() != 2 or packed.stride(-1) != 1:
-        raise ValueError("packed must be a row-major int32 [K / 8, N] tensor (to_kernel_layout)")
-    n, k = packed.shape[1], x.shape[-1]
-    if packed.shape[0] * PACK != k or k % group_size or group_size % 32:
-        raise ValueError(f"K={k}, packed {tuple(packed.shape)} and group_size {group_size} do not agree")
+    if scale.dim() != 2:
+        raise ValueError(f"scale must be [N, K / group_size], got {tuple(scale.shape)}")
+    n, k = scale.shape[0], x.shape[-1]
+    if packed.dtype != torch.int16 or not packed.is_contiguous() or packed.shape != kernel_layout_shape(k, n):
+        raise ValueError(f"packed must be a contiguous int16 {list(kernel_layout_shape(k, n))} tensor (the quad "
+                         f"layout of a [{n}, {k}] weight), got {packed.dtype} {tuple(packed.shape)}")
+    if k % group_size or group_size % 32:
+        raise ValueError(f"group_size {group_size} must be a multiple of 32 that divides K={k}")
     _check_group_tensor("scale", scale, (n, k // group_size))
     if zero_point is not None:
         _check_group_tensor("zero_point", zero_point, (n, k // group_size))
@@ -175,8 +209,6 @@ def w4a16_matmul(
         raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {(*x.shape[:-1], n)}")
     pinned = dict(config or {})
     gemv = bool(pinned.pop("GEMV", config is None and x.is_cuda and m <= GEMV_MAX_ROWS))
-    if not gemv and "BLOCK_K" in pinned and group_size % pinned["BLOCK_K"]:  # the GEMV's blocks may span groups
-        raise ValueError(f"BLOCK_K {pinned['BLOCK_K']} must divide group_size {group_size}")
     zero = zero_point if zero_point is not None else scale
     target = out.view(m, n) if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
 
@@ -203,8 +235,7 @@ def w4a16_matmul(
     def grid(meta: dict) -> tuple[int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
-    code_bits, code_base = HALF_MAGIC[x.dtype]
-    flags.update(M_BUCKET=max(16, triton.next_power_of_2(m)), CODE_BITS=code_bits, CODE_BASE=code_base)
+    flags.update(M_BUCKET=max(16, triton.next_power_of_2(m)), FP16=x.dtype == torch.float16, K_RAGGED=k % 128 != 0)
     if tune:
         def fused() -> None:
             _w4a16_autotuned[grid](*args, m, n, k, *strides, **flags, UPCAST=False)
@@ -215,6 +246,6 @@ def w4a16_matmul(
         else:
             fused()
     else:
-        pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "SWAP": False, **pinned}
+        pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, **pinned}
         _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **flags, UPCAST=interpreted(), **pinned)
     return target.view(*x.shape[:-1], n)

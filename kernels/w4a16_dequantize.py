@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.int4_layout import PACK
+from kernels.int4_layout import QUAD_BLOCK
 from kernels.triton_support import triton
 
 if triton is not None:
@@ -16,36 +16,37 @@ if triton is not None:
     @triton.jit
     def _dequantize_kernel(
         packed_ptr, scale_ptr, zero_ptr, out_ptr, N, K, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg,
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, BLOCK_N: tl.constexpr,
     ):
-        """The weight in x's dtype as [K, N] (the kernel layout's orientation, rows written whole along N)."""
-        words = tl.program_id(0) * (BLOCK_K // 8) + tl.arange(0, BLOCK_K // 8)
+        """One quad-layout row block (128 input columns) of BLOCK_N output columns per program, written as [K, N]
+        rows whole along N."""
+        quads = tl.arange(0, 32)
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < N
-        packed = tl.load(packed_ptr + words[:, None] * stride_pk + cols[None, :],
-                         mask=(words < K // 8)[:, None] & col_ok[None, :], other=0)
-        # 0x4B000000 is 2^23, whose fp32 ulp is 1: OR-ing a nibble in gives 2^23 + nibble with no conversion
-        nibbles = ((packed[:, None, :] >> (tl.arange(0, 8) * 4)[None, :, None]) & 0xF) | 0x4B000000
-        codes = tl.reshape(nibbles, (BLOCK_K, BLOCK_N)).to(tl.float32, bitcast=True) - (2.0 ** 23 + 8)
-        ks = tl.program_id(0) * BLOCK_K + tl.arange(0, BLOCK_K)
-        groups = ks // GROUP_SIZE
-        mask = (ks < K)[:, None] & col_ok[None, :]
-        if HAS_ZERO:
-            codes -= tl.load(zero_ptr + cols[None, :] * stride_zn + groups[:, None] * stride_zg, mask=mask,
-                             other=0).to(tl.float32)
-        scale = tl.load(scale_ptr + cols[None, :] * stride_sn + groups[:, None] * stride_sg, mask=mask, other=0.0)
-        tl.store(out_ptr + ks[:, None] * N + cols[None, :], (codes * scale.to(tl.float32)).to(out_ptr.dtype.element_ty),
-                 mask=mask)
+        k0 = tl.program_id(0) * 128
+        packed = tl.load(packed_ptr + (k0 // 4 + quads)[:, None] * stride_pk + cols[None, :], mask=col_ok[None, :],
+                         other=0).to(tl.int32)
+        for j in tl.static_range(4):
+            ks = k0 + 32 * j + quads
+            mask = (ks < K)[:, None] & col_ok[None, :]
+            group = tl.minimum((k0 + 32 * j) // GROUP_SIZE, K // GROUP_SIZE - 1)  # past K nothing is stored
+            codes = ((packed >> (4 * j)) & 0xF).to(tl.float32) - 8.0
+            if HAS_ZERO:
+                codes -= tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=col_ok,
+                                 other=0).to(tl.float32)[None, :]
+            scale = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=col_ok, other=0.0).to(tl.float32)
+            tl.store(out_ptr + ks[:, None] * N + cols[None, :], (codes * scale[None, :]).to(out_ptr.dtype.element_ty),
+                     mask=mask)
 
 
 def dequantize_to_kn(packed: torch.Tensor, scale: torch.Tensor, group_size: int, dtype: torch.dtype,
                      zero_point: torch.Tensor | None = None) -> torch.Tensor:
-    """The int4 weight in kernel layout as a dense [K, N] tensor of `dtype` (one Triton pass)."""
-    k, n = packed.shape[0] * PACK, packed.shape[1]
+    """The int4 weight in the quad layout as a dense [K, N] tensor of `dtype` (one Triton pass), with scales
+    [N, K / group_size]."""
+    n, k = scale.shape[0], scale.shape[1] * group_size
     out = torch.empty(k, n, device=packed.device, dtype=dtype)
     zero = zero_point if zero_point is not None else scale
-    block_k = min(64, group_size)
-    _dequantize_kernel[(triton.cdiv(k, block_k), triton.cdiv(n, 128))](
+    _dequantize_kernel[(triton.cdiv(k, QUAD_BLOCK), triton.cdiv(n, 128))](
         packed, scale, zero, out, n, k, packed.stride(0), *scale.stride(), *zero.stride(), GROUP_SIZE=group_size,
-        HAS_ZERO=zero_point is not None, BLOCK_N=128, BLOCK_K=block_k, num_warps=4)
+        HAS_ZERO=zero_point is not None, BLOCK_N=128, num_warps=4)
     return out

@@ -4,6 +4,8 @@ its arithmetic streamed the weights twice as fast), so each code costs one AND a
 
 from __future__ import annotations
 
+import torch
+
 from kernels.split_k import store_split_k
 from kernels.triton_support import triton
 from kernels.tuning import autotuner_do_bench
@@ -23,94 +25,149 @@ if triton is not None:
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
     ):
-        """One input row per program row; the K loop reduces the codes of [BLOCK_K / 8, BLOCK_N] words one nibble
-        position at a time (constant masks), and the sums stay per word until the loop ends, so no reduction
-        crosses threads inside it. Scales are applied per word row, so a block may span several groups: narrow,
-        tall blocks keep enough bytes in flight without splitting K (on an H200 they were the fastest at M=1 from
-        4096 x 4096 up; the 1024-wide projections still split K).
+        """One input row per program row. The quad layout is read as int32 words [K' / 4, N' / 2], each holding
+        four codes of output column 2p (low half) and four of column 2p + 1 (high half); a step takes
+        BLOCK_K / 4 word rows (BLOCK_K codes of each column). The loop reduces the codes of a
+        [BLOCK_K / 4, BLOCK_N / 2] word tile one nibble position at a time (constant masks), even and odd columns
+        apart, and the sums stay per word until the loop ends, so no reduction crosses threads inside it. Scales
+        are applied per word row (and per nibble position for groups under 128), so a step may span several
+        groups: narrow, tall tiles keep enough bytes in flight without splitting K. Tiles of fewer word rows
+        than threads let Triton load x straight into the tile's row layout (a larger x vector is shuffled
+        through shared memory, with barriers, every step).
 
         Split-K in one launch: the K slices of a tile add their fp32 sums into a workspace and count in; the
         last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
         no memset or conversion kernel is needed around the call (at decode sizes each costs as much as the
         matmul)."""
+        ROWS: tl.constexpr = BLOCK_K // 4
+        PAIRS: tl.constexpr = BLOCK_N // 2
+        PER_GROUP: tl.constexpr = GROUP_SIZE // 32 if GROUP_SIZE < 128 else 4  # nibble positions sharing a group
         row = tl.program_id(0)
-        cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
-        split = tl.program_id(2)
-        col_ok = cols < N
-        words = tl.arange(0, BLOCK_K // 8)
-        acc = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
-        step = BLOCK_K * SPLIT_K
-        k0 = split * BLOCK_K
-        word_rows = k0 // 8 + words
-        packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + cols[None, :],
-                         mask=(word_rows < K // 8)[:, None] & col_ok[None, :], other=0)
-        for _ in range(tl.cdiv(K - k0, step)):
-            # the next block's words are requested before this block is computed, so two are in flight
-            next_rows = (k0 + step) // 8 + words
-            upcoming = tl.load(packed_ptr + next_rows[:, None] * stride_pk + cols[None, :],
-                               mask=(next_rows < K // 8)[:, None] & col_ok[None, :], other=0)
-            groups = (k0 + words * 8) // GROUP_SIZE  # each word row's group: a block may span several
-            partial = tl.zeros((BLOCK_K // 8, BLOCK_N), dtype=tl.float32)
-            x_sum = tl.zeros((BLOCK_K // 8,), dtype=tl.float32)
-            high = packed >> 8  # nibbles 6 and 7 moved to bits 16..23
-            for nibble in tl.static_range(8):
-                ks = k0 + words * 8 + nibble
+        pairs = tl.program_id(1) * PAIRS + tl.arange(0, PAIRS)
+        pair_ok = pairs < stride_pk  # the words of a row (N' / 2: a multiple of 16 whenever N is of 32, which
+        # Triton's specialization sees, so the mask is uniform across a vector and the loads stay vectorized)
+        rows_total = tl.cdiv(K, 128) * 32
+        acc_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+        acc_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+        step = ROWS * SPLIT_K
+        word_rows = tl.program_id(2) * ROWS + tl.arange(0, ROWS)
+        packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + pairs[None, :],
+                         mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
+        for _ in range(tl.cdiv(rows_total - tl.program_id(2) * ROWS, step)):
+            # the next step's words are requested before this step is computed, so two are in flight
+            upcoming = tl.load(packed_ptr + (word_rows + step)[:, None] * stride_pk + pairs[None, :],
+                               mask=(word_rows + step < rows_total)[:, None] & pair_ok[None, :], other=0)
+            block_start = (word_rows // 32) * 128 + word_rows % 32  # input column of each row's nibble 0
+            high = packed >> 8  # the odd column's nibbles 2 and 3 moved to bits 16..23
+            partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+            partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+            x_sum = tl.zeros((ROWS,), dtype=tl.float32)
+            for j in tl.static_range(4):
+                ks = block_start + 32 * j
                 x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
-                # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 denormal nibble * 2^(b - 149):
+                # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 number nibble * 2^(b - 149):
                 # one AND per code; x is pre-scaled by 2^(96 - b), so every product is nibble * x * 2^-53
-                if nibble < 6:
-                    bits = packed & (0xF << (4 * nibble))
-                    x_scaled = x * (2.0 ** (96 - 4 * nibble))
+                even_bits = packed & (0xF << (4 * j))
+                partial_even += even_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (96 - 4 * j)))[:, None]
+                if j < 2:
+                    odd_bits = packed & (0xF << (16 + 4 * j))
+                    partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (80 - 4 * j)))[:, None]
                 else:
-                    bits = high & (0xF << (4 * nibble - 8))
-                    x_scaled = x * (2.0 ** (104 - 4 * nibble))
-                partial += bits.to(tl.float32, bitcast=True) * x_scaled[:, None]
+                    odd_bits = high & (0xF << (8 + 4 * j))
+                    partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (88 - 4 * j)))[:, None]
                 x_sum += x
-            # per word row: contiguous along the columns for group-major scales, so one vector load per thread
-            group_mask = (groups < K // GROUP_SIZE)[:, None] & col_ok[None, :]
-            offset = 8.0  # codes are stored + 8
-            if HAS_ZERO:
-                offset += tl.load(zero_ptr + cols[None, :] * stride_zn + groups[:, None] * stride_zg,
-                                  mask=group_mask, other=0).to(tl.float32)
-            scale = tl.load(scale_ptr + cols[None, :] * stride_sn + groups[:, None] * stride_sg,
-                            mask=group_mask, other=0.0).to(tl.float32)
-            acc += (partial * 2.0 ** 53 - x_sum[:, None] * offset) * scale
+                if (j + 1) % PER_GROUP == 0:
+                    groups = (block_start + 32 * (j + 1 - PER_GROUP)) // GROUP_SIZE
+                    group_ok = (groups < K // GROUP_SIZE)[:, None]
+                    if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
+                        mask = group_ok & pair_ok[None, :]
+                        both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + groups[:, None] * (stride_sg // 2)
+                                       + pairs[None, :], mask=mask, other=0)
+                        if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
+                            scale_even = (both << 16).to(tl.float32, bitcast=True)
+                            scale_odd = (both & -65536).to(tl.float32, bitcast=True)
+                        else:
+                            scale_even = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                            scale_odd = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                        offset_even = 8.0  # codes are stored + 8
+                        offset_odd = 8.0
+                        if HAS_ZERO:
+                            zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + groups[:, None] * (stride_zg // 2)
+                                            + pairs[None, :], mask=mask, other=0).to(tl.int32)
+                            offset_even += ((zeros << 24) >> 24).to(tl.float32)
+                            offset_odd += (zeros >> 8).to(tl.float32)
+                    else:  # strided loads, one per column
+                        cols = 2 * pairs[None, :]
+                        mask = group_ok & (cols < N)
+                        scale_even = tl.load(scale_ptr + cols * stride_sn + groups[:, None] * stride_sg, mask=mask,
+                                             other=0.0).to(tl.float32)
+                        mask = group_ok & (cols + 1 < N)
+                        scale_odd = tl.load(scale_ptr + (cols + 1) * stride_sn + groups[:, None] * stride_sg, mask=mask,
+                                            other=0.0).to(tl.float32)
+                        offset_even = 8.0
+                        offset_odd = 8.0
+                        if HAS_ZERO:
+                            offset_even += tl.load(zero_ptr + cols * stride_zn + groups[:, None] * stride_zg,
+                                                   mask=group_ok & (cols < N), other=0).to(tl.float32)
+                            offset_odd += tl.load(zero_ptr + (cols + 1) * stride_zn + groups[:, None] * stride_zg,
+                                                  mask=mask, other=0).to(tl.float32)
+                    acc_even += (partial_even * 2.0 ** 53 - x_sum[:, None] * offset_even) * scale_even
+                    acc_odd += (partial_odd * 2.0 ** 53 - x_sum[:, None] * offset_odd) * scale_odd
+                    partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+                    partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+                    x_sum = tl.zeros((ROWS,), dtype=tl.float32)
             packed = upcoming
-            k0 += step
-        total = tl.sum(acc, axis=0)
+            word_rows += step
+        # [2, BLOCK_N / 2]: even columns in row 0, odd in row 1
+        odd = tl.arange(0, 2)[:, None]
+        total = tl.where(odd == 0, tl.sum(acc_even, axis=0)[None, :], tl.sum(acc_odd, axis=0)[None, :])
+        cols = 2 * pairs[None, :] + odd
+        col_ok = cols < N
         tile = row * tl.num_programs(1) + tl.program_id(1)
         store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok,
                       bias_ptr + cols, col_ok, arrivals_ptr + tile, HAS_BIAS, SPLIT_K)
 
+    # BLOCK_K codes per column per step, in BLOCK_K / 4 word rows of BLOCK_N / 2 words; fewer word rows than
+    # threads (BLOCK_K / 4 < 32 * num_warps) keeps x out of shared memory
     _GEMV_CONFIGS = [
         triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w)
         for n, k, s, w in [
-            (128, 128, 8, 4), (128, 128, 4, 4), (128, 128, 16, 4), (256, 128, 8, 8), (64, 128, 16, 4),
-            (64, 128, 8, 4), (128, 64, 8, 4), (128, 64, 16, 4), (256, 64, 8, 4), (256, 64, 16, 4), (128, 128, 2, 4),
-            # small layers (a decoder's 4096-wide projections): more, shorter programs keep enough loads in flight
-            (64, 64, 32, 4), (64, 128, 32, 4), (128, 64, 32, 4), (32, 128, 16, 2), (64, 64, 16, 2), (32, 64, 32, 2),
-            # blocks spanning several groups: narrow tiles with a long K stride, enough bytes in flight per program
-            # without split-K's atomics
-            (16, 512, 1, 4), (16, 1024, 1, 4), (32, 512, 1, 4), (32, 1024, 1, 8), (64, 512, 1, 8), (16, 512, 2, 4),
-            (32, 512, 2, 4), (32, 256, 2, 2), (64, 256, 2, 4), (32, 256, 4, 4), (64, 256, 4, 4), (16, 256, 4, 2),
-            (128, 256, 4, 8), (128, 512, 2, 8), (64, 512, 4, 8), (16, 2048, 1, 8), (32, 2048, 1, 8), (64, 1024, 1, 8),
+            # split-K over wide tiles
+            (256, 64, 8, 4), (256, 64, 4, 4), (256, 64, 16, 4), (512, 64, 8, 8), (128, 64, 16, 4), (128, 64, 8, 4),
+            (256, 32, 8, 4), (256, 32, 16, 4), (512, 32, 8, 4), (128, 32, 32, 4), (128, 64, 32, 4),
+            (64, 64, 16, 2), (128, 32, 16, 2), (64, 32, 32, 2),
+            # narrow, tall tiles spanning several groups: enough bytes in flight per program without the atomics,
+            # and as many programs as the output has narrow column blocks
+            (16, 256, 1, 4), (32, 256, 1, 4), (64, 256, 1, 4), (16, 512, 1, 8), (32, 512, 1, 8), (64, 512, 1, 8),
+            (16, 128, 1, 2), (32, 128, 1, 2), (16, 256, 2, 4), (32, 256, 2, 4), (64, 256, 2, 4), (32, 128, 2, 2),
+            (64, 128, 4, 4), (128, 128, 4, 4), (32, 128, 4, 2), (128, 256, 2, 8), (128, 256, 4, 8),
         ]
     ]
 
     _w4a16_gemv_autotuned = triton.autotune(
-        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO"], do_bench=autotuner_do_bench,
+        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"], do_bench=autotuner_do_bench,
     )(_w4a16_gemv_kernel)
 
 
 def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, pinned: dict | None) -> None:
-    """One program row per input row; autotuned per (N, K, group) unless `pinned` gives the tile."""
+    """One program row per input row; autotuned per (N, K, group) unless `pinned` gives the tile. `args` and
+    `strides` as the tile kernel takes them: the quad layout is read here as int32 column pairs."""
+    packed = args[1].view(torch.int32)
+    args = (args[0], packed, *args[2:])
+    strides = (strides[0], packed.stride(0), *strides[2:])
+    scale, zero = args[2], args[3]
+    flags = {**flags, "PAIRED": n % 2 == 0 and all(
+        tensor.stride(0) == 1 and tensor.stride(1) % 2 == 0 and tensor.data_ptr() % 4 == 0
+        for tensor in ((scale, zero) if flags["HAS_ZERO"] else (scale,)))}
+
     def grid(meta: dict) -> tuple[int, int, int]:
         return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
     if pinned is None:
         _w4a16_gemv_autotuned[grid](*args, n, k, *strides, **flags)
     else:
-        pinned = {"BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **pinned}
+        pinned = {"BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, **pinned}
         _w4a16_gemv_kernel[grid(pinned)](*args, n, k, *strides, **flags, **pinned, num_warps=4)

@@ -7,7 +7,7 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import dequantize_weight, quantize_weight
-from kernels.int4_layout import dequantize_int4, to_kernel_layout, unpack_int4
+from kernels.int4_layout import dequantize_int4, to_kernel_layout, unpack_int4, unpack_kernel_layout
 from kernels.split_k import split_k_workspace
 from kernels.w4a16 import w4a16_matmul, w4a16_reference
 from kernels.w4a16_dequantize import dequantize_to_kn
@@ -30,17 +30,20 @@ def test_unpacking_inverts_compressed_tensors_packing() -> None:
 @pytest.mark.parametrize(
     ("m", "n", "k", "group_size", "config"),
     [
-        (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}),
-        (5, 64, 128, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2}),
-        (19, 33, 96, 32, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3}),
-        (33, 48, 256, 128, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1}),
-        (7, 40, 128, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 2, "SWAP": True}),
-        (40, 24, 192, 64, {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1, "SWAP": True}),
-        (1, 40, 128, 32, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 1}),
+        (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),
+        (5, 64, 128, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 2}),
+        # odd N and K short of a quad block (the layout pads both)
+        (19, 33, 96, 32, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 3}),
+        (33, 48, 256, 128, {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 1}),
+        (7, 40, 384, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 2}),
+        (40, 24, 320, 64, {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 1}),
+        # GEMV steps of part of a quad block's rows (8 and 16 of 32)
+        (1, 40, 128, 32, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1}),
         (3, 70, 256, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 3}),
-        # GEMV blocks spanning several groups, the last one past K
-        (2, 40, 320, 32, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1}),
+        # GEMV blocks spanning several groups and quad blocks, the last one past K, odd N
+        (2, 41, 320, 32, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1}),
         (1, 24, 384, 64, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 2}),
+        (1, 33, 640, 128, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 512, "SPLIT_K": 1}),
     ],
 )
 def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> None:  # type: ignore[no-untyped-def]
@@ -57,9 +60,9 @@ def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> N
 
 
 @pytest.mark.parametrize("config", [
-    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 2},
-    {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 1},
+    {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2},
     {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1},
+    {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 2},
     {"DEQUANTIZE": True},
 ])
 def test_asymmetric_weights_with_bias(config: dict) -> None:
@@ -83,21 +86,29 @@ def test_asymmetric_weights_with_bias(config: dict) -> None:
 def test_split_k_gemv_leaves_its_workspace_zeroed_for_the_next_call() -> None:
     """The last K slice of each tile writes the output and clears the shared workspace; calls of different
     shapes in a row (as a model's layers make them) must each come out right."""
-    for n, k, seed in [(40, 256, 1), (72, 128, 2), (40, 256, 3)]:
+    for n, k, seed in [(40, 512, 1), (72, 128, 2), (40, 640, 3)]:
         packed, scale, dequantized = _layer(n, k, 32, seed=seed)
         x = randn(2, k, seed=seed)
         got = w4a16_matmul(x, to_kernel_layout(packed, k).to(DEVICE), scale.to(DEVICE), 32,
-                           config={"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 4})
+                           config={"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 4})
         assert relative_error(got, x.float() @ dequantized.to(DEVICE).T) < 1e-2
         sums, arrivals = split_k_workspace(DEVICE, 0, 0)
         assert not sums.any() and not arrivals.any()
 
 
-def test_kernel_layout_keeps_the_codes() -> None:
-    codes = torch.randint(-8, 8, (24, 64), dtype=torch.int8)
-    kernel = to_kernel_layout(pack_to_int32(codes, 4), 64)
-    assert kernel.shape == (8, 24)
-    assert torch.equal(kernel, pack_to_int32(codes.T.contiguous(), 4, packed_dim=0))
+@pytest.mark.parametrize(("n", "k"), [(24, 64), (33, 320), (8, 256)])
+def test_kernel_layout_keeps_the_codes(n: int, k: int) -> None:
+    """Input column 128 b + 32 j + r of output column c sits in row 32 b + r, column c, nibble j (stored + 8);
+    N is padded to even and K to a whole quad block, and unpacking gives the codes back."""
+    codes = torch.randint(-8, 8, (n, k), dtype=torch.int8, generator=torch.Generator().manual_seed(n + k))
+    kernel = to_kernel_layout(pack_to_int32(codes, 4), k)
+    assert kernel.dtype == torch.int16 and kernel.shape == (-(-k // 128) * 32, n + n % 2)
+    for column, input_column in [(0, 0), (n - 1, k - 1), (n // 2, k // 3), (1, 33)]:
+        block, within = divmod(input_column, 128)
+        position, row = divmod(within, 32)
+        nibble = (int(kernel[32 * block + row, column]) >> (4 * position)) & 0xF
+        assert nibble - 8 == codes[column, input_column]
+    assert torch.equal(unpack_kernel_layout(kernel, k, n), codes)
 
 
 def test_bad_arguments_are_refused() -> None:
@@ -106,6 +117,10 @@ def test_bad_arguments_are_refused() -> None:
     x = torch.randn(2, 64).to(torch.bfloat16)
     with pytest.raises(ValueError, match="bf16 or fp16"):
         w4a16_matmul(x.float(), packed, scale, 32)
+    with pytest.raises(ValueError, match="packed must be a contiguous int16"):
+        w4a16_matmul(x, packed.to(torch.int32), scale, 32)
+    with pytest.raises(ValueError, match="packed must be a contiguous int16"):
+        w4a16_matmul(x, packed[:, :16], scale, 32)
     with pytest.raises(ValueError, match="scale"):
         w4a16_matmul(x, packed, scale[:, :1].contiguous(), 32)
     with pytest.raises(ValueError, match="group_size"):
@@ -117,9 +132,9 @@ def test_bad_arguments_are_refused() -> None:
 
 
 @pytest.mark.parametrize("config", [
-    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 2},
-    {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "SWAP": True},
-    {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 2},
+    {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2},
+    {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1},
+    {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 2},
     {"DEQUANTIZE": True},
 ])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -143,7 +158,7 @@ def test_group_major_scales_zero_points_and_fp16(config: dict, dtype: torch.dtyp
 
 def test_dequantized_weight_is_the_reference_weight() -> None:
     """The prefill path's dequantization pass, ragged N and asymmetric, against the plain-torch weight."""
-    n, k, group_size = 72, 192, 64
+    n, k, group_size = 75, 192, 64
     weight = randn(n, k, seed=21, dtype=torch.float32, scale=0.05).cpu() + 0.01
     codes, scale, zero_point = quantize_weight(weight, 4, group_size, False, torch.bfloat16)
     packed = pack_to_int32(codes, 4)
