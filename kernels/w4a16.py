@@ -1,7 +1,8 @@
 """W4A16: y = x · Wᵀ with int4 weights (kernels/int4_layout.py) and one bf16/fp16 scale per group of input
-columns. The launcher picks the path by the number of rows: a split-K GEMV for decoding (kernels/w4a16_gemv.py),
-a tensor-core kernel that dequantizes each tile in registers (here), and from DEQUANTIZE_CANDIDATE_ROWS whichever
-of that kernel and dequantize-then-cuBLAS (kernels/w4a16_dequantize.py) timed faster for the shape.
+columns. Three paths: a split-K GEMV for decoding (kernels/w4a16_gemv.py), a tensor-core kernel that dequantizes
+each tile in registers (here), and dequantize-then-cuBLAS (kernels/w4a16_dequantize.py). Up to
+GEMV_CANDIDATE_ROWS rows the GEMV and the tensor-core kernel compete, from DEQUANTIZE_CANDIDATE_ROWS the
+tensor-core kernel and dequantize-then-cuBLAS: each pair is timed on the first call per shape, the faster kept.
 
 Split-K spreads one output tile's K loop over several programs that add into a shared fp32 workspace
 (kernels/split_k.py), so small M has enough programs in flight.
@@ -18,7 +19,7 @@ from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotuner_do_bench, cold_time_ms
 from kernels.w4a16_dequantize import dequantize_to_kn
-from kernels.w4a16_gemv import GEMV_MAX_ROWS, run_gemv
+from kernels.w4a16_gemv import GEMV_CANDIDATE_ROWS, run_gemv
 
 if triton is not None:
     import triton.language as tl
@@ -145,22 +146,22 @@ if triton is not None:
     )(_w4a16_kernel)
 
 
-# Prefill-sized batches can instead dequantize the weight once into a transient [K, N] buffer and run cuBLAS on
-# it; which is faster depends on the GPU and the shape (on an H200 at 28672 x 8192 the fused kernel won at M=64
-# and lost at M=256), so from this many rows both are timed on the first call per shape and the winner kept.
+# Which path is faster depends on the GPU and the shape: on an H200 the quad-layout tensor-core kernel at 16 rows
+# took about as long as the GEMV at one row on some shapes, and at 28672 x 8192 it beat dequantize-then-cuBLAS up
+# to 256 rows while the kernels of an earlier layout lost from 256. So both candidates of a range are timed once.
 DEQUANTIZE_CANDIDATE_ROWS = 128
-_PREFILL_CHOICE: dict[tuple, bool] = {}
+_CHOICES: dict[tuple, bool] = {}
 
 
-def _dequantize_is_faster(key: tuple, fused: Callable[[], object], dequantized: Callable[[], object]) -> bool:
-    """Whether `dequantized` beat `fused` when timed for this key (timed once; never inside a graph capture,
-    where the fused kernel is taken)."""
-    if key not in _PREFILL_CHOICE:
+def _second_is_faster(key: tuple, first: Callable[[], object], second: Callable[[], object]) -> bool:
+    """Whether `second` beat `first` when timed for this key (timed once; never inside a graph capture, where
+    `first` is taken)."""
+    if key not in _CHOICES:
         if torch.cuda.is_current_stream_capturing():
             return False
-        fused_ms = cold_time_ms(fused)
-        _PREFILL_CHOICE[key] = cold_time_ms(dequantized) < fused_ms
-    return _PREFILL_CHOICE[key]
+        first_ms = cold_time_ms(first)
+        _CHOICES[key] = cold_time_ms(second) < first_ms
+    return _CHOICES[key]
 
 
 def _check_group_tensor(name: str, tensor: torch.Tensor, shape: tuple[int, int]) -> None:
@@ -179,8 +180,9 @@ def w4a16_matmul(
     """x [..., K] (bf16/fp16) times the int4 weight in the quad layout (kernels/int4_layout.py) with scales
     [N, K / group_size] and, for asymmetric weights, int8 zero points of the same shape; out [..., N] in x's dtype.
 
-    On CUDA the tile shape is autotuned per (M bucket, N, K); `config` pins one (tests, the interpreter), and
-    {"GEMV": True, ...} pins the GEMV kernel and {"DEQUANTIZE": True} the dequantize-then-matmul path."""
+    On CUDA the path is chosen by timing (see DEQUANTIZE_CANDIDATE_ROWS) and the tile shape autotuned per (M bucket,
+    N, K); `config` pins a tile (tests, the interpreter), {"GEMV": True, ...} the GEMV kernel and
+    {"DEQUANTIZE": True} the dequantize-then-matmul path."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")
@@ -208,7 +210,6 @@ def w4a16_matmul(
     if out is not None and (out.shape != (*x.shape[:-1], n) or out.dtype != x.dtype or not out.is_contiguous()):
         raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {(*x.shape[:-1], n)}")
     pinned = dict(config or {})
-    gemv = bool(pinned.pop("GEMV", config is None and x.is_cuda and m <= GEMV_MAX_ROWS))
     zero = zero_point if zero_point is not None else scale
     target = out.view(m, n) if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
 
@@ -227,25 +228,33 @@ def w4a16_matmul(
     args = (x2, packed, scale, zero, bias if bias is not None else scale, target, sums, arrivals)
     strides = (x2.stride(0), packed.stride(0), *scale.stride(), *zero.stride(), target.stride(0))
     flags = {"GROUP_SIZE": group_size, "HAS_ZERO": zero_point is not None, "HAS_BIAS": bias is not None}
-    tune = config is None and x.is_cuda
-    if gemv:
-        run_gemv(args, m, n, k, strides, flags, None if tune else pinned)
+    if pinned.pop("GEMV", False):
+        run_gemv(args, m, n, k, strides, flags, pinned)
         return target.view(*x.shape[:-1], n)
 
     def grid(meta: dict) -> tuple[int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
-    flags.update(M_BUCKET=max(16, triton.next_power_of_2(m)), FP16=x.dtype == torch.float16, K_RAGGED=k % 128 != 0)
-    if tune:
-        def fused() -> None:
-            _w4a16_autotuned[grid](*args, m, n, k, *strides, **flags, UPCAST=False)
-
-        key = (flags["M_BUCKET"], n, k, group_size, x.dtype, zero_point is not None, x.device)
-        if m >= DEQUANTIZE_CANDIDATE_ROWS and _dequantize_is_faster(key, fused, dequantized):
-            dequantized()
-        else:
-            fused()
-    else:
+    tile_flags = {**flags, "M_BUCKET": max(16, triton.next_power_of_2(m)), "FP16": x.dtype == torch.float16,
+                  "K_RAGGED": k % 128 != 0}
+    if config is not None or not x.is_cuda:
         pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, **pinned}
-        _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **flags, UPCAST=interpreted(), **pinned)
+        _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **tile_flags, UPCAST=interpreted(), **pinned)
+        return target.view(*x.shape[:-1], n)
+
+    def gemv() -> None:
+        run_gemv(args, m, n, k, strides, flags, None)
+
+    def fused() -> None:
+        _w4a16_autotuned[grid](*args, m, n, k, *strides, **tile_flags, UPCAST=False)
+
+    shape = (n, k, group_size, x.dtype, zero_point is not None, bias is not None, x.device)
+    if m <= GEMV_CANDIDATE_ROWS:
+        chosen = fused if _second_is_faster(("gemv or tile", m, *shape), gemv, fused) else gemv
+    elif m >= DEQUANTIZE_CANDIDATE_ROWS:
+        dequantize = _second_is_faster(("tile or dequantize", tile_flags["M_BUCKET"], *shape), fused, dequantized)
+        chosen = dequantized if dequantize else fused
+    else:
+        chosen = fused
+    chosen()
     return target.view(*x.shape[:-1], n)

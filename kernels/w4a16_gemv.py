@@ -13,9 +13,9 @@ from kernels.tuning import autotuner_do_bench
 if triton is not None:
     import triton.language as tl
 
-# Decoding batches up to this many rows take the GEMV kernel (one weight pass per row, the passes after the
-# first mostly from L2, is still cheaper there than a 16-row tensor-core tile).
-GEMV_MAX_ROWS = 4
+# Decoding batches up to this many rows may take the GEMV (one weight pass per row, the passes after the first
+# mostly from L2) or the 16-row tensor-core tile; kernels/w4a16.py times both per shape on the first call.
+GEMV_CANDIDATE_ROWS = 8
 
 
 if triton is not None:

@@ -170,15 +170,15 @@ def test_dequantized_weight_is_the_reference_weight() -> None:
     torch.testing.assert_close(got.float().cpu(), expected.T.float(), rtol=2 ** -7, atol=0)
 
 
-def test_prefill_path_is_timed_once_per_shape_and_the_faster_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fused kernel and dequantize-then-matmul are each timed once per key; inside a CUDA graph capture
-    nothing is timed and the fused kernel is taken."""
+def test_competing_paths_are_timed_once_per_shape_and_the_faster_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two candidate paths (the GEMV and the tile kernel, or the tile kernel and dequantize-then-matmul) are each
+    timed once per key; inside a CUDA graph capture nothing is timed and the first is taken."""
     from kernels import w4a16
 
     timings = {"fused": 3.0, "dequantized": 2.0}
     timed: list[str] = []
     monkeypatch.setattr(w4a16, "cold_time_ms", lambda fn: timings[fn()])
-    monkeypatch.setattr(w4a16, "_PREFILL_CHOICE", {})
+    monkeypatch.setattr(w4a16, "_CHOICES", {})
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # CPU builds cannot answer
 
     def fused() -> str:
@@ -189,11 +189,11 @@ def test_prefill_path_is_timed_once_per_shape_and_the_faster_kept(monkeypatch: p
         timed.append("dequantized")
         return "dequantized"
 
-    assert w4a16._dequantize_is_faster(("a",), fused, dequantized)
-    assert w4a16._dequantize_is_faster(("a",), fused, dequantized)
+    assert w4a16._second_is_faster(("a",), fused, dequantized)
+    assert w4a16._second_is_faster(("a",), fused, dequantized)
     assert timed == ["fused", "dequantized"]
     timings["fused"] = 1.0
-    assert not w4a16._dequantize_is_faster(("b",), fused, dequantized)
+    assert not w4a16._second_is_faster(("b",), fused, dequantized)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
-    assert not w4a16._dequantize_is_faster(("c",), fused, dequantized)
-    assert len(timed) == 4 and ("c",) not in w4a16._PREFILL_CHOICE
+    assert not w4a16._second_is_faster(("c",), fused, dequantized)
+    assert len(timed) == 4 and ("c",) not in w4a16._CHOICES
