@@ -21,12 +21,82 @@ GEMV_CANDIDATE_ROWS = 8
 if triton is not None:
 
     @triton.jit
+    def _gemv_step(
+        packed, word_rows, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
+        stride_sn, stride_sg, stride_zn, stride_zg,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, PAIRED: tl.constexpr, ROWS: tl.constexpr,
+        PAIRS: tl.constexpr,
+    ):
+        """Adds one step's [ROWS, PAIRS] word tile (word rows `word_rows`) into the per-word sums."""
+        PER_GROUP: tl.constexpr = GROUP_SIZE // 32 if GROUP_SIZE < 128 else 4  # nibble positions sharing a group
+        block_start = (word_rows // 32) * 128 + word_rows % 32  # input column of each row's nibble 0
+        high = packed >> 8  # the odd column's nibbles 2 and 3 moved to bits 16..23
+        partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+        partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+        x_sum = tl.zeros((ROWS,), dtype=tl.float32)
+        for j in tl.static_range(4):
+            ks = block_start + 32 * j
+            x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
+            # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 number nibble * 2^(b - 149):
+            # one AND per code; x is pre-scaled by 2^(96 - b), so every product is nibble * x * 2^-53
+            even_bits = packed & (0xF << (4 * j))
+            partial_even += even_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (96 - 4 * j)))[:, None]
+            if j < 2:
+                odd_bits = packed & (0xF << (16 + 4 * j))
+                partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (80 - 4 * j)))[:, None]
+            else:
+                odd_bits = high & (0xF << (8 + 4 * j))
+                partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (88 - 4 * j)))[:, None]
+            x_sum += x
+            if (j + 1) % PER_GROUP == 0:
+                groups = (block_start + 32 * (j + 1 - PER_GROUP)) // GROUP_SIZE
+                group_ok = (groups < K // GROUP_SIZE)[:, None]
+                if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
+                    mask = group_ok & pair_ok[None, :]
+                    both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + groups[:, None] * (stride_sg // 2)
+                                   + pairs[None, :], mask=mask, other=0)
+                    if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
+                        scale_even = (both << 16).to(tl.float32, bitcast=True)
+                        scale_odd = (both & -65536).to(tl.float32, bitcast=True)
+                    else:
+                        scale_even = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                        scale_odd = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                    offset_even = 8.0  # codes are stored + 8
+                    offset_odd = 8.0
+                    if HAS_ZERO:
+                        zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + groups[:, None] * (stride_zg // 2)
+                                        + pairs[None, :], mask=mask, other=0).to(tl.int32)
+                        offset_even += ((zeros << 24) >> 24).to(tl.float32)
+                        offset_odd += (zeros >> 8).to(tl.float32)
+                else:  # strided loads, one per column
+                    cols = 2 * pairs[None, :]
+                    mask = group_ok & (cols < N)
+                    scale_even = tl.load(scale_ptr + cols * stride_sn + groups[:, None] * stride_sg, mask=mask,
+                                         other=0.0).to(tl.float32)
+                    mask = group_ok & (cols + 1 < N)
+                    scale_odd = tl.load(scale_ptr + (cols + 1) * stride_sn + groups[:, None] * stride_sg, mask=mask,
+                                        other=0.0).to(tl.float32)
+                    offset_even = 8.0
+                    offset_odd = 8.0
+                    if HAS_ZERO:
+                        offset_even += tl.load(zero_ptr + cols * stride_zn + groups[:, None] * stride_zg,
+                                               mask=group_ok & (cols < N), other=0).to(tl.float32)
+                        offset_odd += tl.load(zero_ptr + (cols + 1) * stride_zn + groups[:, None] * stride_zg,
+                                              mask=mask, other=0).to(tl.float32)
+                acc_even += (partial_even * 2.0 ** 53 - x_sum[:, None] * offset_even) * scale_even
+                acc_odd += (partial_odd * 2.0 ** 53 - x_sum[:, None] * offset_odd) * scale_odd
+                partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+                partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
+                x_sum = tl.zeros((ROWS,), dtype=tl.float32)
+        return acc_even, acc_odd
+
+    @triton.jit
     def _w4a16_gemv_kernel(
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
-        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
+        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, STAGES: tl.constexpr,
     ):
         """One input row per program row. The quad layout is read as int32 words [K' / 4, N' / 2], each holding
         four codes of output column 2p (low half) and four of column 2p + 1 (high half); a step takes
@@ -38,13 +108,16 @@ if triton is not None:
         than threads let Triton load x straight into the tile's row layout (a larger x vector is shuffled
         through shared memory, with barriers, every step).
 
+        The next step's words are in flight while a step computes: STAGES = 0 requests them into registers a
+        step ahead; STAGES > 1 lets Triton's pipeliner copy them asynchronously into shared memory, STAGES - 1
+        steps ahead (more bytes in flight, no registers held for them).
+
         Split-K in one launch: the K slices of a tile add their fp32 sums into a workspace and count in; the
         last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
         no memset or conversion kernel is needed around the call (at decode sizes each costs as much as the
         matmul)."""
         ROWS: tl.constexpr = BLOCK_K // 4
         PAIRS: tl.constexpr = BLOCK_N // 2
-        PER_GROUP: tl.constexpr = GROUP_SIZE // 32 if GROUP_SIZE < 128 else 4  # nibble positions sharing a group
         row = tl.program_id(0)
         pairs = tl.program_id(1) * PAIRS + tl.arange(0, PAIRS)
         pair_ok = pairs < stride_pk  # the words of a row (N' / 2: a multiple of 16 whenever N is of 32, which
@@ -54,73 +127,26 @@ if triton is not None:
         acc_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
         step = ROWS * SPLIT_K
         word_rows = tl.program_id(2) * ROWS + tl.arange(0, ROWS)
-        packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + pairs[None, :],
-                         mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
-        for _ in range(tl.cdiv(rows_total - tl.program_id(2) * ROWS, step)):
-            # the next step's words are requested before this step is computed, so two are in flight
-            upcoming = tl.load(packed_ptr + (word_rows + step)[:, None] * stride_pk + pairs[None, :],
-                               mask=(word_rows + step < rows_total)[:, None] & pair_ok[None, :], other=0)
-            block_start = (word_rows // 32) * 128 + word_rows % 32  # input column of each row's nibble 0
-            high = packed >> 8  # the odd column's nibbles 2 and 3 moved to bits 16..23
-            partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-            partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-            x_sum = tl.zeros((ROWS,), dtype=tl.float32)
-            for j in tl.static_range(4):
-                ks = block_start + 32 * j
-                x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
-                # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 number nibble * 2^(b - 149):
-                # one AND per code; x is pre-scaled by 2^(96 - b), so every product is nibble * x * 2^-53
-                even_bits = packed & (0xF << (4 * j))
-                partial_even += even_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (96 - 4 * j)))[:, None]
-                if j < 2:
-                    odd_bits = packed & (0xF << (16 + 4 * j))
-                    partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (80 - 4 * j)))[:, None]
-                else:
-                    odd_bits = high & (0xF << (8 + 4 * j))
-                    partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (88 - 4 * j)))[:, None]
-                x_sum += x
-                if (j + 1) % PER_GROUP == 0:
-                    groups = (block_start + 32 * (j + 1 - PER_GROUP)) // GROUP_SIZE
-                    group_ok = (groups < K // GROUP_SIZE)[:, None]
-                    if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
-                        mask = group_ok & pair_ok[None, :]
-                        both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + groups[:, None] * (stride_sg // 2)
-                                       + pairs[None, :], mask=mask, other=0)
-                        if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
-                            scale_even = (both << 16).to(tl.float32, bitcast=True)
-                            scale_odd = (both & -65536).to(tl.float32, bitcast=True)
-                        else:
-                            scale_even = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                            scale_odd = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                        offset_even = 8.0  # codes are stored + 8
-                        offset_odd = 8.0
-                        if HAS_ZERO:
-                            zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + groups[:, None] * (stride_zg // 2)
-                                            + pairs[None, :], mask=mask, other=0).to(tl.int32)
-                            offset_even += ((zeros << 24) >> 24).to(tl.float32)
-                            offset_odd += (zeros >> 8).to(tl.float32)
-                    else:  # strided loads, one per column
-                        cols = 2 * pairs[None, :]
-                        mask = group_ok & (cols < N)
-                        scale_even = tl.load(scale_ptr + cols * stride_sn + groups[:, None] * stride_sg, mask=mask,
-                                             other=0.0).to(tl.float32)
-                        mask = group_ok & (cols + 1 < N)
-                        scale_odd = tl.load(scale_ptr + (cols + 1) * stride_sn + groups[:, None] * stride_sg, mask=mask,
-                                            other=0.0).to(tl.float32)
-                        offset_even = 8.0
-                        offset_odd = 8.0
-                        if HAS_ZERO:
-                            offset_even += tl.load(zero_ptr + cols * stride_zn + groups[:, None] * stride_zg,
-                                                   mask=group_ok & (cols < N), other=0).to(tl.float32)
-                            offset_odd += tl.load(zero_ptr + (cols + 1) * stride_zn + groups[:, None] * stride_zg,
-                                                  mask=mask, other=0).to(tl.float32)
-                    acc_even += (partial_even * 2.0 ** 53 - x_sum[:, None] * offset_even) * scale_even
-                    acc_odd += (partial_odd * 2.0 ** 53 - x_sum[:, None] * offset_odd) * scale_odd
-                    partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-                    partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-                    x_sum = tl.zeros((ROWS,), dtype=tl.float32)
-            packed = upcoming
-            word_rows += step
+        steps = tl.cdiv(rows_total - tl.program_id(2) * ROWS, step)
+        if STAGES == 0:
+            packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + pairs[None, :],
+                             mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
+            for _ in range(steps):
+                upcoming = tl.load(packed_ptr + (word_rows + step)[:, None] * stride_pk + pairs[None, :],
+                                   mask=(word_rows + step < rows_total)[:, None] & pair_ok[None, :], other=0)
+                acc_even, acc_odd = _gemv_step(
+                    packed, word_rows, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K,
+                    stride_xm, stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, ROWS, PAIRS)
+                packed = upcoming
+                word_rows += step
+        else:
+            for _ in tl.range(steps, num_stages=STAGES):
+                packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + pairs[None, :],
+                                 mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
+                acc_even, acc_odd = _gemv_step(
+                    packed, word_rows, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K,
+                    stride_xm, stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, ROWS, PAIRS)
+                word_rows += step
         # [2, BLOCK_N / 2]: even columns in row 0, odd in row 1
         odd = tl.arange(0, 2)[:, None]
         total = tl.where(odd == 0, tl.sum(acc_even, axis=0)[None, :], tl.sum(acc_odd, axis=0)[None, :])
@@ -133,7 +159,7 @@ if triton is not None:
     # BLOCK_K codes per column per step, in BLOCK_K / 4 word rows of BLOCK_N / 2 words; fewer word rows than
     # threads (BLOCK_K / 4 < 32 * num_warps) keeps x out of shared memory
     _GEMV_CONFIGS = [
-        triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w)
+        triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "STAGES": 0}, num_warps=w)
         for n, k, s, w in [
             # split-K over wide tiles
             (256, 64, 8, 4), (256, 64, 4, 4), (256, 64, 16, 4), (512, 64, 8, 8), (128, 64, 16, 4), (128, 64, 8, 4),
@@ -144,6 +170,13 @@ if triton is not None:
             (16, 256, 1, 4), (32, 256, 1, 4), (64, 256, 1, 4), (16, 512, 1, 8), (32, 512, 1, 8), (64, 512, 1, 8),
             (16, 128, 1, 2), (32, 128, 1, 2), (16, 256, 2, 4), (32, 256, 2, 4), (64, 256, 2, 4), (32, 128, 2, 2),
             (64, 128, 4, 4), (128, 128, 4, 4), (32, 128, 4, 2), (128, 256, 2, 8), (128, 256, 4, 8),
+        ]
+    ] + [
+        # the same tiles with the words copied asynchronously into shared memory, stages - 1 steps ahead
+        triton.Config({"BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "STAGES": st}, num_warps=w)
+        for n, k, s, w, st in [
+            (32, 256, 1, 4, 3), (64, 256, 1, 4, 3), (32, 512, 1, 8, 3), (64, 512, 1, 8, 3), (128, 256, 1, 8, 3),
+            (32, 128, 1, 2, 4), (64, 256, 2, 4, 3), (128, 128, 2, 4, 3), (128, 64, 8, 4, 3), (64, 64, 16, 2, 3),
         ]
     ]
 
@@ -169,5 +202,5 @@ def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, p
     if pinned is None:
         _w4a16_gemv_autotuned[grid](*args, n, k, *strides, **flags)
     else:
-        pinned = {"BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, **pinned}
+        pinned = {"BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, "STAGES": 0, **pinned}
         _w4a16_gemv_kernel[grid(pinned)](*args, n, k, *strides, **flags, **pinned, num_warps=4)
