@@ -4,7 +4,7 @@ instructions (wgmma / mma.sync), asynchronous copies, conversions and shuffles, 
 its first operand from registers. GPU time through the device tool is short; this shows on any machine whether
 a change removed the shared-memory round trip or the conversions it was meant to, before anything is timed.
 
-    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m128,w4a16-gemv,w8a8-int8,w8a8-fp8,2of4]
+    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m128,w4a16-fp16-zero,w4a16-gemv,w8a8-int8,...]
 
 Counts are static (instructions in the program text, once per unrolled copy), not executed instructions.
 Integer arguments are compiled as multiples of 16, as Triton specializes them at run time for real shapes.
@@ -67,10 +67,13 @@ def _specs() -> dict[str, KernelSpec]:
     tile_integers = ["M", "N", "K", "stride_xm", "stride_pk", "stride_sn", "stride_sg", "stride_zn", "stride_zg",
                      "stride_om"]
 
-    def w4a16(block_m: int, block_n: int, split_k: int, warps: int) -> KernelSpec:
-        return KernelSpec(_w4a16_kernel, w4a16_pointers, tile_integers,
-                          {**w4a16_flags, "M_BUCKET": block_m, "FP16": False, "K_RAGGED": False, "BLOCK_M": block_m,
-                           "BLOCK_N": block_n, "SPLIT_K": split_k, "UPCAST": False}, warps, 3)
+    def w4a16(block_m: int, block_n: int, split_k: int, warps: int, fp16: bool = False) -> KernelSpec:
+        """bf16 symmetric, or fp16 with zero points (the other inline-assembly variant)."""
+        pointers = ({**w4a16_pointers, "x_ptr": "*fp16", "scale_ptr": "*fp16", "zero_ptr": "*i8", "bias_ptr": "*fp16",
+                     "out_ptr": "*fp16"} if fp16 else w4a16_pointers)
+        return KernelSpec(_w4a16_kernel, pointers, tile_integers,
+                          {**w4a16_flags, "HAS_ZERO": fp16, "M_BUCKET": block_m, "FP16": fp16, "K_RAGGED": False,
+                           "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k, "UPCAST": False}, warps, 3)
 
     def w8a8(dtype: str) -> KernelSpec:
         pointers = {"x_ptr": f"*{dtype}", "xs_ptr": "*fp32", "w_ptr": f"*{dtype}", "ws_ptr": "*fp32",
@@ -82,6 +85,7 @@ def _specs() -> dict[str, KernelSpec]:
     return {
         "w4a16": w4a16(16, 256, 4, 4),
         "w4a16-m128": w4a16(128, 128, 1, 8),
+        "w4a16-fp16-zero": w4a16(16, 256, 4, 4, fp16=True),
         "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers[1:],
                                  {**w4a16_flags, "PAIRED": True, "BLOCK_N": 64, "BLOCK_K": 512, "SPLIT_K": 1,
                                   "STAGES": 0}, 8, 3),
@@ -127,9 +131,9 @@ def main(argv: list[str] | None = None) -> list[Census]:
     if unknown:
         parser.error(f"unknown kernels {unknown}; known: {', '.join(specs)}")
     rows = [census(name, specs[name], args.arch) for name in args.kernels.split(",")]
-    print(f"{'kernel':<14} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS))
+    print(f"{'kernel':<16} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS))
     for row in rows:
-        print(f"{row.kernel:<14} {row.shared_bytes:>7} {'yes' if row.mma_a_in_registers else 'no':>9} "
+        print(f"{row.kernel:<16} {row.shared_bytes:>7} {'yes' if row.mma_a_in_registers else 'no':>9} "
               + " ".join(f"{row.counts[key]:>9}" for key in PTX_PATTERNS))
     date = datetime.date.today().isoformat()
     result = {"benchmark": "ptx_census", "date": date, "arch": f"sm_{args.arch}", "triton": triton.__version__,

@@ -29,13 +29,15 @@ def _rows(tmp_path: Path, *args: str) -> dict[str, dict]:
 
 
 def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> None:
-    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-gemv,w8a8-int8")
+    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-fp16-zero,w4a16-gemv,w8a8-int8")
     w4a16 = hopper["w4a16"]
     assert w4a16["counts"]["wgmma"] > 0 and w4a16["counts"]["mma_sync"] == 0
     assert w4a16["mma_a_in_registers"] and w4a16["shared_bytes"] > 0
     # the dequantized tile is not staged in shared memory (the packed tile arrives by cp.async, leaves by
     # ldmatrix); what st.shared remains is the epilogue's, where the tiled int32 layout needed 65
     assert w4a16["counts"]["st_shared"] <= 8 and w4a16["counts"]["ldmatrix"] > 0
+    # fp16 with zero points takes the other inline-assembly variant; ptxas assembled it, and it keeps the layout
+    assert hopper["w4a16-fp16-zero"]["mma_a_in_registers"] and hopper["w4a16-fp16-zero"]["counts"]["st_shared"] <= 8
     assert hopper["w4a16-gemv"]["counts"]["wgmma"] == hopper["w4a16-gemv"]["counts"]["mma_sync"] == 0
     assert hopper["w8a8-int8"]["counts"]["wgmma"] > 0 and not hopper["w8a8-int8"]["mma_a_in_registers"]
     ampere = _rows(tmp_path, "--arch", "80", "--kernels", "w4a16")["w4a16"]
