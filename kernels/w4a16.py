@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.int4_layout import dequantize_int4, kernel_layout_shape
+from kernels.int4_layout import QUAD_BLOCK, dequantize_int4, kernel_layout_shape
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotuner_do_bench, cold_time_ms
@@ -238,7 +238,7 @@ def w4a16_matmul(
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
     tile_flags = {**flags, "M_BUCKET": max(16, triton.next_power_of_2(m)), "FP16": x.dtype == torch.float16,
-                  "K_RAGGED": k % 128 != 0}
+                  "K_RAGGED": k % QUAD_BLOCK != 0}
     if config is not None or not x.is_cuda:
         pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, **pinned}
         _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **tile_flags, UPCAST=interpreted(), **pinned)
