@@ -1,8 +1,11 @@
 """What the Triton kernels compile to, without a GPU: each kernel is compiled for a target architecture (sm_90 by
 default) with Triton's bundled ptxas and its PTX counted: shared-memory stores and loads, ldmatrix, tensor-core
 instructions (wgmma / mma.sync), asynchronous copies, conversions and shuffles, and whether the Hopper MMA takes
-its first operand from registers. GPU time through the device tool is short; this shows on any machine whether
-a change removed the shared-memory round trip or the conversions it was meant to, before anything is timed.
+its first operand from registers. The machine code (SASS, disassembled with Triton's bundled cuobjdump) gives
+the length of the main loop and so the instructions each thread issues per weight it consumes: the decode GEMV
+was measured bound by instruction issue, not HBM, so this number predicts its speed. GPU time through the device
+tool is short; this shows on any machine whether a change removed the shared-memory round trip, the conversions
+or the instructions it was meant to, before anything is timed.
 
     python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m128,w4a16-fp16-zero,w4a16-gemv,w8a8-int8,...]
 
@@ -23,6 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from kernels.int4_layout import QUAD_BLOCK
 from kernels.sparse24 import _sparse24_kernel
 from kernels.w4a16 import _w4a16_kernel
 from kernels.w4a16_gemv import _w4a16_gemv_kernel
@@ -47,6 +51,8 @@ class Census:
     shared_bytes: int
     mma_a_in_registers: bool  # Hopper: the first operand of every warp_group_dot is a register tensor
     counts: dict
+    loop_instructions: int  # SASS instructions in the longest loop body
+    loop_instructions_per_weight: float  # ... per weight a thread consumes in one trip of that loop
 
 
 @dataclass
@@ -57,6 +63,7 @@ class KernelSpec:
     constants: dict
     num_warps: int
     num_stages: int
+    weights_per_trip: int  # weights one program consumes per trip of its main loop
 
 
 def _specs() -> dict[str, KernelSpec]:
@@ -73,29 +80,30 @@ def _specs() -> dict[str, KernelSpec]:
                      "out_ptr": "*fp16"} if fp16 else w4a16_pointers)
         return KernelSpec(_w4a16_kernel, pointers, tile_integers,
                           {**w4a16_flags, "HAS_ZERO": fp16, "M_BUCKET": block_m, "FP16": fp16, "K_RAGGED": False,
-                           "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k, "UPCAST": False}, warps, 3)
+                           "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k, "UPCAST": False}, warps, 3,
+                          block_n * QUAD_BLOCK)
 
     def w8a8(dtype: str) -> KernelSpec:
         pointers = {"x_ptr": f"*{dtype}", "xs_ptr": "*fp32", "w_ptr": f"*{dtype}", "ws_ptr": "*fp32",
                     "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"}
         return KernelSpec(_scaled_matmul_kernel, pointers, ["M", "N", "K", "stride_xm", "stride_wn", "stride_om"],
                           {"M_BUCKET": 128, "HAS_X_SCALE": True, "HAS_BIAS": False, "UPCAST": False, "BLOCK_M": 128,
-                           "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 1, "GROUP_M": 8}, 8, 3)
+                           "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 1, "GROUP_M": 8}, 8, 3, 128 * 128)
 
     return {
         "w4a16": w4a16(16, 256, 4, 4),
         "w4a16-m128": w4a16(128, 128, 1, 8),
         "w4a16-fp16-zero": w4a16(16, 256, 4, 4, fp16=True),
         "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers[1:],
-                                 {**w4a16_flags, "PAIRED": True, "BLOCK_N": 64, "BLOCK_K": 512, "SPLIT_K": 1,
-                                  "STAGES": 0}, 8, 3),
+                                 {**w4a16_flags, "PAIRED": True, "X_MASKED": False, "BLOCK_N": 64,
+                                  "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0}, 2, 3, 64 * 64),
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
         "2of4": KernelSpec(_sparse24_kernel, {"x_ptr": "*bf16", "values_ptr": "*bf16", "meta_ptr": "*i32",
                                               "scale_ptr": "*bf16", "bias_ptr": "*bf16", "out_ptr": "*bf16"},
                            ["M", "N", "K", "stride_xm", "stride_vk", "stride_mk", "stride_sn", "stride_om"],
                            {"M_BUCKET": 128, "INT4": False, "GROUP_SIZE": 128, "HAS_BIAS": False, "UPCAST": False,
-                            "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1}, 8, 3),
+                            "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1}, 8, 3, 128 * 64),
     }
 
 
@@ -113,11 +121,28 @@ def census(name: str, spec: KernelSpec, arch: int) -> Census:
     # "ttng.warp_group_dot %a, %b, %c {...} : <type of a> * <type of b> -> <type of the result>"
     first_operand_types = [line.split(" * ")[0].rsplit(" : ", 1)[-1].strip()
                            for line in ttgir.splitlines() if "ttng.warp_group_dot " in line]
+    loop = longest_loop(compiled.asm["sass"])
     return Census(kernel=name, config={**spec.constants, "num_warps": spec.num_warps, "num_stages": spec.num_stages},
                   shared_bytes=int(compiled.metadata.shared),
                   mma_a_in_registers=bool(first_operand_types)
                   and all(operand.startswith("tensor<") for operand in first_operand_types),
-                  counts={key: len(re.findall(pattern, ptx)) for key, pattern in PTX_PATTERNS.items()})
+                  counts={key: len(re.findall(pattern, ptx)) for key, pattern in PTX_PATTERNS.items()},
+                  loop_instructions=loop,
+                  loop_instructions_per_weight=round(loop * 32 * spec.num_warps / spec.weights_per_trip, 2))
+
+
+def longest_loop(sass: str) -> int:
+    """Instructions from a label to the furthest branch back to it, in Triton's SASS listing (labels "LBBn:" on
+    their own lines, one instruction per other line)."""
+    lines = [line.strip() for line in sass.splitlines() if line.strip()]
+    labels = {line[:-1]: index for index, line in enumerate(lines) if re.fullmatch(r"\.?L\w+:", line)}
+    longest = 0
+    for index, line in enumerate(lines):
+        target = re.search(r"\bBRA\s+`?\(?(\.?L\w+)", line)
+        if target and labels.get(target.group(1), index) < index:
+            start = labels[target.group(1)]
+            longest = max(longest, sum(1 for between in lines[start + 1:index + 1] if not between.endswith(":")))
+    return longest
 
 
 def main(argv: list[str] | None = None) -> list[Census]:
@@ -131,10 +156,12 @@ def main(argv: list[str] | None = None) -> list[Census]:
     if unknown:
         parser.error(f"unknown kernels {unknown}; known: {', '.join(specs)}")
     rows = [census(name, specs[name], args.arch) for name in args.kernels.split(",")]
-    print(f"{'kernel':<16} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS))
+    print(f"{'kernel':<16} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS)
+          + f" {'loop SASS':>9} {'per weight':>10}")
     for row in rows:
         print(f"{row.kernel:<16} {row.shared_bytes:>7} {'yes' if row.mma_a_in_registers else 'no':>9} "
-              + " ".join(f"{row.counts[key]:>9}" for key in PTX_PATTERNS))
+              + " ".join(f"{row.counts[key]:>9}" for key in PTX_PATTERNS)
+              + f" {row.loop_instructions:>9} {row.loop_instructions_per_weight:>10}")
     date = datetime.date.today().isoformat()
     result = {"benchmark": "ptx_census", "date": date, "arch": f"sm_{args.arch}", "triton": triton.__version__,
               "rows": [asdict(row) for row in rows]}

@@ -90,12 +90,13 @@ if triton is not None:
         dtype = x_ptr.dtype.element_ty
         base = 1024.0 if FP16 else 128.0
         quads = tl.arange(0, 32)
+        # nibble positions sharing a group: 32 divides GROUP_SIZE, so each position's 32 input columns always do
+        PER_GROUP: tl.constexpr = 4 if GROUP_SIZE % 128 == 0 else (GROUP_SIZE // 32 if 128 % GROUP_SIZE == 0 else 1)
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         for k0 in range(split * 128, K, 128 * SPLIT_K):
             packed = tl.load(packed_cols + (k0 // 4 + quads)[None, :] * stride_pk, mask=col_ok[:, None], other=0)
             for j in tl.static_range(4):
-                if j == 0 or GROUP_SIZE < 128:  # 32 divides GROUP_SIZE: one group per nibble position
-                    # (past K, where x is zero, the last group)
+                if j % PER_GROUP == 0:  # (past K, where x is zero, the last group)
                     group = tl.minimum((k0 + 32 * j) // GROUP_SIZE, K // GROUP_SIZE - 1)
                     scale = tl.load(scale_cols + group * stride_sg)
                     offset = tl.full((BLOCK_N,), -(base + 8), tl.float32)

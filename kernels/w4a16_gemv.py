@@ -1,11 +1,16 @@
 """W4A16 for decoding (a few rows): a split-K GEMV on CUDA cores. There is no tensor-core tile to fill at M=1,
-and measured on an H200 the loop was bound by instructions per code rather than by HBM (the same loop without
-its arithmetic streamed the weights twice as fast), so each code costs one AND and one fused multiply-add."""
+and measured on an H200 the loop was bound by instruction issue rather than by HBM (the same loop without its
+arithmetic streamed the weights twice as fast; cutting its SASS from 4.6 to 3.6 instructions per code took
+28672 x 8192 from 51.6 to 42.5 us), so each code costs one AND and one fused multiply-add and little else:
+bench/ptx_census.py counts the loop."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
+from kernels.int4_layout import QUAD_BLOCK
 from kernels.split_k import store_split_k
 from kernels.triton_support import triton
 from kernels.tuning import autotuner_do_bench
@@ -21,73 +26,111 @@ GEMV_CANDIDATE_ROWS = 8
 if triton is not None:
 
     @triton.jit
+    def _nibble(j: tl.constexpr, x0, x1, x2, x3):
+        """x of nibble position `j` (a compile-time choice among the four loaded)."""
+        if j == 0:
+            chosen = x0
+        elif j == 1:
+            chosen = x1
+        elif j == 2:
+            chosen = x2
+        else:
+            chosen = x3
+        return chosen
+
+    @triton.jit
+    def _next_step(word_rows, ks, STEP: tl.constexpr):
+        """The next step's word rows and their nibble-0 input columns (whole quad blocks: 128 columns each)."""
+        word_rows += STEP
+        if STEP % 32 == 0:
+            ks += 4 * STEP
+        else:
+            ks = (word_rows // 32) * 128 + word_rows % 32
+        return word_rows, ks
+
+    @triton.jit
     def _gemv_step(
-        packed, word_rows, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
+        packed, ks, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
         stride_sn, stride_sg, stride_zn, stride_zg,
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, PAIRED: tl.constexpr, ROWS: tl.constexpr,
-        PAIRS: tl.constexpr,
+        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, PAIRED: tl.constexpr, X_MASKED: tl.constexpr,
+        ROWS: tl.constexpr, PAIRS: tl.constexpr,
     ):
-        """Adds one step's [ROWS, PAIRS] word tile (word rows `word_rows`) into the per-word sums."""
-        PER_GROUP: tl.constexpr = GROUP_SIZE // 32 if GROUP_SIZE < 128 else 4  # nibble positions sharing a group
-        block_start = (word_rows // 32) * 128 + word_rows % 32  # input column of each row's nibble 0
-        high = packed >> 8  # the odd column's nibbles 2 and 3 moved to bits 16..23
-        partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-        partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-        x_sum = tl.zeros((ROWS,), dtype=tl.float32)
-        for j in tl.static_range(4):
-            ks = block_start + 32 * j
-            x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
-            # a nibble masked in place at bits b..b+3 (b <= 20) reads as the fp32 number nibble * 2^(b - 149):
-            # one AND per code; x is pre-scaled by 2^(96 - b), so every product is nibble * x * 2^-53
-            even_bits = packed & (0xF << (4 * j))
-            partial_even += even_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (96 - 4 * j)))[:, None]
-            if j < 2:
-                odd_bits = packed & (0xF << (16 + 4 * j))
-                partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (80 - 4 * j)))[:, None]
-            else:
-                odd_bits = high & (0xF << (8 + 4 * j))
-                partial_odd += odd_bits.to(tl.float32, bitcast=True) * (x * (2.0 ** (88 - 4 * j)))[:, None]
-            x_sum += x
-            if (j + 1) % PER_GROUP == 0:
-                groups = (block_start + 32 * (j + 1 - PER_GROUP)) // GROUP_SIZE
+        """Adds one step's [ROWS, PAIRS] word tile into the per-word sums; `ks` is each word row's input column
+        of nibble 0 (its nibble j is column ks + 32 j).
+
+        A nibble masked in place at bits b..b+3 (b <= 12) reads as the fp32 number nibble * 2^(b - 149): one AND
+        per code, and x pre-scaled by 2^(96 - b) makes every product nibble * x * 2^-53. The odd column's
+        nibbles are shifted down to the even column's bit positions (one shift per word), so both share the
+        pre-scaled x. Codes are stored + 8 (+ the zero point): each group's sum starts from -(8 + z) * sum(x) *
+        2^-53 instead of paying a correction per word, and the 2^53 is applied once, after the loop."""
+        # nibble positions whose 32 input columns share one group (each position's 32 always do)
+        PER_GROUP: tl.constexpr = 4 if GROUP_SIZE % 128 == 0 else (GROUP_SIZE // 32 if 128 % GROUP_SIZE == 0 else 1)
+        x_row = x_ptr + row * stride_xm + ks
+        if X_MASKED:  # past K (the padded rows of a ragged K, the rows of a step past the end) x reads as zero
+            x0 = tl.load(x_row, mask=ks < K, other=0.0).to(tl.float32)
+            x1 = tl.load(x_row + 32, mask=ks + 32 < K, other=0.0).to(tl.float32)
+            x2 = tl.load(x_row + 64, mask=ks + 64 < K, other=0.0).to(tl.float32)
+            x3 = tl.load(x_row + 96, mask=ks + 96 < K, other=0.0).to(tl.float32)
+        else:
+            x0 = tl.load(x_row).to(tl.float32)
+            x1 = tl.load(x_row + 32).to(tl.float32)
+            x2 = tl.load(x_row + 64).to(tl.float32)
+            x3 = tl.load(x_row + 96).to(tl.float32)
+        odd_packed = packed >> 16
+        for first in tl.static_range(0, 4, PER_GROUP):
+            groups = (ks + 32 * first) // GROUP_SIZE
+            if X_MASKED:
                 group_ok = (groups < K // GROUP_SIZE)[:, None]
-                if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
-                    mask = group_ok & pair_ok[None, :]
-                    both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + groups[:, None] * (stride_sg // 2)
-                                   + pairs[None, :], mask=mask, other=0)
-                    if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
-                        scale_even = (both << 16).to(tl.float32, bitcast=True)
-                        scale_odd = (both & -65536).to(tl.float32, bitcast=True)
-                    else:
-                        scale_even = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                        scale_odd = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                    offset_even = 8.0  # codes are stored + 8
-                    offset_odd = 8.0
-                    if HAS_ZERO:
-                        zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + groups[:, None] * (stride_zg // 2)
-                                        + pairs[None, :], mask=mask, other=0).to(tl.int32)
-                        offset_even += ((zeros << 24) >> 24).to(tl.float32)
-                        offset_odd += (zeros >> 8).to(tl.float32)
-                else:  # strided loads, one per column
-                    cols = 2 * pairs[None, :]
-                    mask = group_ok & (cols < N)
-                    scale_even = tl.load(scale_ptr + cols * stride_sn + groups[:, None] * stride_sg, mask=mask,
-                                         other=0.0).to(tl.float32)
-                    mask = group_ok & (cols + 1 < N)
-                    scale_odd = tl.load(scale_ptr + (cols + 1) * stride_sn + groups[:, None] * stride_sg, mask=mask,
-                                        other=0.0).to(tl.float32)
-                    offset_even = 8.0
-                    offset_odd = 8.0
-                    if HAS_ZERO:
-                        offset_even += tl.load(zero_ptr + cols * stride_zn + groups[:, None] * stride_zg,
-                                               mask=group_ok & (cols < N), other=0).to(tl.float32)
-                        offset_odd += tl.load(zero_ptr + (cols + 1) * stride_zn + groups[:, None] * stride_zg,
-                                              mask=mask, other=0).to(tl.float32)
-                acc_even += (partial_even * 2.0 ** 53 - x_sum[:, None] * offset_even) * scale_even
-                acc_odd += (partial_odd * 2.0 ** 53 - x_sum[:, None] * offset_odd) * scale_odd
-                partial_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-                partial_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-                x_sum = tl.zeros((ROWS,), dtype=tl.float32)
+            else:
+                group_ok = tl.full((ROWS, 1), 1, tl.int1)
+            if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
+                mask = group_ok & pair_ok[None, :]
+                both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + groups[:, None] * (stride_sg // 2)
+                               + pairs[None, :], mask=mask, other=0)
+                if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
+                    scale_even = (both << 16).to(tl.float32, bitcast=True)
+                    scale_odd = (both & -65536).to(tl.float32, bitcast=True)
+                else:
+                    scale_even = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                    scale_odd = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                if HAS_ZERO:
+                    zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + groups[:, None] * (stride_zg // 2)
+                                    + pairs[None, :], mask=mask, other=0).to(tl.int32)
+                    zero_even = ((zeros << 24) >> 24).to(tl.float32)
+                    zero_odd = (zeros >> 8).to(tl.float32)
+            else:  # strided loads, one per column
+                cols = 2 * pairs[None, :]
+                mask_even = group_ok & (cols < N)
+                mask_odd = group_ok & (cols + 1 < N)
+                scale_even = tl.load(scale_ptr + cols * stride_sn + groups[:, None] * stride_sg, mask=mask_even,
+                                     other=0.0).to(tl.float32)
+                scale_odd = tl.load(scale_ptr + (cols + 1) * stride_sn + groups[:, None] * stride_sg,
+                                    mask=mask_odd, other=0.0).to(tl.float32)
+                if HAS_ZERO:
+                    zero_even = tl.load(zero_ptr + cols * stride_zn + groups[:, None] * stride_zg, mask=mask_even,
+                                        other=0).to(tl.float32)
+                    zero_odd = tl.load(zero_ptr + (cols + 1) * stride_zn + groups[:, None] * stride_zg,
+                                       mask=mask_odd, other=0).to(tl.float32)
+            x_sum = _nibble(first, x0, x1, x2, x3)
+            for j in tl.static_range(first + 1, first + PER_GROUP):
+                x_sum += _nibble(j, x0, x1, x2, x3)
+            if HAS_ZERO:
+                partial_even = x_sum[:, None] * ((zero_even + 8.0) * -(2.0 ** -53))
+                partial_odd = x_sum[:, None] * ((zero_odd + 8.0) * -(2.0 ** -53))
+            else:
+                start = tl.broadcast_to((x_sum * (-8.0 * 2.0 ** -53))[:, None], (ROWS, PAIRS))
+                partial_even = start
+                partial_odd = start
+            for j in tl.static_range(first, first + PER_GROUP):
+                x_j = _nibble(j, x0, x1, x2, x3)
+                x_scaled = (x_j * (2.0 ** (96 - 4 * j)))[:, None]
+                partial_even += (packed & (0xF << (4 * j))).to(tl.float32, bitcast=True) * x_scaled
+                if j == 0:  # read in place (bits 16..19): a shift and mask of bits 0..3 compile to two ops
+                    partial_odd += (packed & 0xF0000).to(tl.float32, bitcast=True) * (x_j * 2.0 ** 80)[:, None]
+                else:
+                    partial_odd += (odd_packed & (0xF << (4 * j))).to(tl.float32, bitcast=True) * x_scaled
+            acc_even += partial_even * scale_even
+            acc_odd += partial_odd * scale_odd
         return acc_even, acc_odd
 
     @triton.jit
@@ -96,6 +139,7 @@ if triton is not None:
         N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
+        X_MASKED: tl.constexpr,  # some step reaches past K (see _x_masked)
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, STAGES: tl.constexpr,
     ):
         """One input row per program row. The quad layout is read as int32 words [K' / 4, N' / 2], each holding
@@ -103,10 +147,10 @@ if triton is not None:
         BLOCK_K / 4 word rows (BLOCK_K codes of each column). The loop reduces the codes of a
         [BLOCK_K / 4, BLOCK_N / 2] word tile one nibble position at a time (constant masks), even and odd columns
         apart, and the sums stay per word until the loop ends, so no reduction crosses threads inside it. Scales
-        are applied per word row (and per nibble position for groups under 128), so a step may span several
-        groups: narrow, tall tiles keep enough bytes in flight without splitting K. Tiles of fewer word rows
-        than threads let Triton load x straight into the tile's row layout (a larger x vector is shuffled
-        through shared memory, with barriers, every step).
+        are applied per word row and group (each nibble position's 32 input columns lie in one group), so a step
+        may span several groups: narrow, tall tiles keep enough bytes in flight without splitting K. Tiles of
+        fewer word rows than threads let Triton load x straight into the tile's row layout (a larger x vector
+        is shuffled through shared memory, with barriers, every step).
 
         The next step's words are in flight while a step computes: STAGES = 0 requests them into registers a
         step ahead; STAGES > 1 lets Triton's pipeliner copy them asynchronously into shared memory, STAGES - 1
@@ -125,31 +169,32 @@ if triton is not None:
         rows_total = tl.cdiv(K, 128) * 32
         acc_even = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
         acc_odd = tl.zeros((ROWS, PAIRS), dtype=tl.float32)
-        step = ROWS * SPLIT_K
+        STEP: tl.constexpr = ROWS * SPLIT_K
         word_rows = tl.program_id(2) * ROWS + tl.arange(0, ROWS)
-        steps = tl.cdiv(rows_total - tl.program_id(2) * ROWS, step)
+        ks = (word_rows // 32) * 128 + word_rows % 32  # input column of each word row's nibble 0
+        steps = tl.cdiv(rows_total - tl.program_id(2) * ROWS, STEP)
         if STAGES == 0:
             packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + pairs[None, :],
                              mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
             for _ in range(steps):
-                upcoming = tl.load(packed_ptr + (word_rows + step)[:, None] * stride_pk + pairs[None, :],
-                                   mask=(word_rows + step < rows_total)[:, None] & pair_ok[None, :], other=0)
+                upcoming = tl.load(packed_ptr + (word_rows + STEP)[:, None] * stride_pk + pairs[None, :],
+                                   mask=(word_rows + STEP < rows_total)[:, None] & pair_ok[None, :], other=0)
                 acc_even, acc_odd = _gemv_step(
-                    packed, word_rows, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K,
-                    stride_xm, stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, ROWS, PAIRS)
+                    packed, ks, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
+                    stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, X_MASKED, ROWS, PAIRS)
                 packed = upcoming
-                word_rows += step
+                word_rows, ks = _next_step(word_rows, ks, STEP)
         else:
             for _ in tl.range(steps, num_stages=STAGES):
                 packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + pairs[None, :],
                                  mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
                 acc_even, acc_odd = _gemv_step(
-                    packed, word_rows, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K,
-                    stride_xm, stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, ROWS, PAIRS)
-                word_rows += step
+                    packed, ks, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
+                    stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, X_MASKED, ROWS, PAIRS)
+                word_rows, ks = _next_step(word_rows, ks, STEP)
         # [2, BLOCK_N / 2]: even columns in row 0, odd in row 1
         odd = tl.arange(0, 2)[:, None]
-        total = tl.where(odd == 0, tl.sum(acc_even, axis=0)[None, :], tl.sum(acc_odd, axis=0)[None, :])
+        total = tl.where(odd == 0, tl.sum(acc_even, axis=0)[None, :], tl.sum(acc_odd, axis=0)[None, :]) * 2.0 ** 53
         cols = 2 * pairs[None, :] + odd
         col_ok = cols < N
         tile = row * tl.num_programs(1) + tl.program_id(1)
@@ -182,7 +227,13 @@ if triton is not None:
 
     _w4a16_gemv_autotuned = triton.autotune(
         configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"], do_bench=autotuner_do_bench,
-    )(_w4a16_gemv_kernel)
+    )(triton.heuristics({"X_MASKED": lambda meta: _x_masked(meta["K"], meta["BLOCK_K"])})(_w4a16_gemv_kernel))
+
+
+def _x_masked(k: int, block_k: int) -> bool:
+    """Whether some step of BLOCK_K codes reaches past K (a ragged K, whose last quad block is padding, or a K
+    that is not a multiple of BLOCK_K): only then are x and the scales read under masks."""
+    return k % math.lcm(QUAD_BLOCK, block_k) != 0
 
 
 def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, pinned: dict | None) -> None:
@@ -203,4 +254,5 @@ def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, p
         _w4a16_gemv_autotuned[grid](*args, n, k, *strides, **flags)
     else:
         pinned = {"BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, "STAGES": 0, **pinned}
-        _w4a16_gemv_kernel[grid(pinned)](*args, n, k, *strides, **flags, **pinned, num_warps=4)
+        _w4a16_gemv_kernel[grid(pinned)](*args, n, k, *strides, **flags, **pinned,
+                                         X_MASKED=_x_masked(k, pinned["BLOCK_K"]), num_warps=4)

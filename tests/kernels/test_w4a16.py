@@ -46,6 +46,13 @@ def test_unpacking_inverts_compressed_tensors_packing() -> None:
         (1, 33, 640, 128, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 512, "SPLIT_K": 1}),
         # GEMV words copied asynchronously by Triton's pipeliner (a plain loop in the interpreter)
         (2, 48, 512, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 2, "STAGES": 3}),
+        # groups that neither divide a quad block nor are whole quad blocks: a block's nibble positions straddle
+        # two groups (192, 160) or a group spans part of two blocks (96)
+        (3, 24, 384, 192, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),
+        (17, 40, 480, 96, {"BLOCK_M": 32, "BLOCK_N": 32, "SPLIT_K": 1}),
+        (2, 40, 384, 96, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1}),
+        (1, 24, 320, 160, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1}),
+        (1, 32, 384, 192, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 2}),
     ],
 )
 def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> None:  # type: ignore[no-untyped-def]
