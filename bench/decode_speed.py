@@ -3,8 +3,9 @@ model with every decoder Linear on one of Shrinkray's kernels (lm_head stays bf1
 
 The weights are random and quantized by round-to-nearest here (only shapes and formats matter for speed).
 Decoding uses a static KV cache and a CUDA graph per step (kernels/decoding.py), the way serving engines run,
-so launch overhead does not hide the kernels. Run on a GPU:
-    python bench/decode_speed.py                      # w4a16, batch 1 and 16
+so launch overhead does not hide the kernels. "w4a16-fused" is w4a16 with each block's q/k/v and gate/up
+projections run as one matmul (kernels/fusion.py). Run on a GPU:
+    python bench/decode_speed.py                      # w4a16 and w4a16-fused, batch 1 and 16
     python bench/decode_speed.py --schemes w4a16,w8a8-int8,w8a8-fp8,2of4 --layers 8
 """
 
@@ -24,6 +25,7 @@ from compress.float8 import quantize_fp8_weight
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
 from kernels.decoding import measure_decode_speed
+from kernels.fusion import FusedProjections, fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
 
 TARGET_SPEEDUP_BATCH1 = 2.5  # W4A16 over bf16, from the issue
@@ -32,7 +34,7 @@ TARGET_SPEEDUP_BATCH1 = 2.5  # W4A16 over bf16, from the issue
 def compressed_linear(linear: nn.Linear, scheme: str) -> nn.Module:
     """The kernel module for `scheme`, made by round-to-nearest from a dense Linear."""
     weight = linear.weight.detach()
-    if scheme == "w4a16":
+    if scheme in ("w4a16", "w4a16-fused"):
         codes, scale, _ = quantize_weight(weight, 4, 128, True, torch.bfloat16)
         return Int4Linear(codes, scale, 128)
     if scheme in ("w8a8-int8", "w8a16-int8"):
@@ -63,7 +65,7 @@ def swap(model: nn.Module, replacements: dict[str, nn.Module]) -> dict[str, nn.M
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--schemes", default="w4a16")
+    parser.add_argument("--schemes", default="w4a16,w4a16-fused")
     parser.add_argument("--batches", default="1,16")
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=128)
@@ -98,8 +100,14 @@ def main() -> None:
             with torch.no_grad():
                 replaced = swap(model, {name: compressed_linear(linear, scheme) for name, linear in targets.items()})
             print(f"{scheme}: converted {len(replaced)} Linears in {time.perf_counter() - started:.1f} s", flush=True)
+            if scheme.endswith("-fused"):
+                print(f"{scheme}: fused {fuse_sibling_projections(model)} projections (q/k/v, gate/up)", flush=True)
             measure(scheme, compiled)
             swap(model, replaced)
+            for parent in model.modules():  # what fusion added beside the siblings
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, FusedProjections):
+                        delattr(parent, name)
             torch.cuda.empty_cache() if device.type == "cuda" else None
 
     for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:
@@ -111,7 +119,7 @@ def main() -> None:
     print(f"\n{'scheme':<12} {'compiled':>8} {'batch':>5} {'tok/s':>10} {'vs bf16':>8} {'target':>8}")
     for row in rows:
         row["speedup_vs_bf16"] = row["tokens_per_s"] / base[row["batch"], row["compiled"]]
-        target = TARGET_SPEEDUP_BATCH1 if row["scheme"] == "w4a16" and row["batch"] == 1 else None
+        target = TARGET_SPEEDUP_BATCH1 if row["scheme"].startswith("w4a16") and row["batch"] == 1 else None
         row["target_speedup"] = target
         print(f"{row['scheme']:<12} {'yes' if row['compiled'] else 'no':>8} {row['batch']:>5} "
               f"{row['tokens_per_s']:>10.1f} {row['speedup_vs_bf16']:>7.2f}x {(f'{target}x' if target else '-'):>8}")

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from compress.model_io import inspect_model_dir
+from kernels.fusion import fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
 from kernels.self_check import check_kernels
 
@@ -124,7 +125,8 @@ def load_for_inference(
     path: Path, device: torch.device | str, dtype: torch.dtype = torch.bfloat16
 ) -> tuple[PreTrainedModel, dict[str, int]]:
     """The model in `path` on `device` with its compressed layers on kernels (each kind checked against its
-    reference, kernels/self_check.py), and how many layers each runs."""
+    reference, kernels/self_check.py; sibling W4A16 projections fused, kernels/fusion.py), and how many layers
+    each runs."""
     inspect_model_dir(path)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
@@ -134,4 +136,9 @@ def load_for_inference(
         used = swap_in_kernels(model, dtype)
     check_kernels(model)
     model.eval()
+    fused = fuse_sibling_projections(model)
+    if fused:
+        used["w4a16"] -= fused
+        used["w4a16-fused"] = fused
+        used = {kernel: count for kernel, count in used.items() if count}
     return model, used

@@ -15,16 +15,19 @@ from compress.float8 import fake_quantize_per_token_fp8, fake_quantize_per_token
 from compress.model_io import load_model
 from compress.recipes import resolve_recipe
 from compress.runner import compress_model
-from kernels.linear import CompressedLinear, Int4Linear
+from kernels.fusion import ProjectionColumns
+from kernels.linear import Int4Linear
 from kernels.loader import UnsupportedScheme, load_for_inference
 from kernels.self_check import KernelMismatch
 from tests.compress.conftest import build_random_llama
 from tests.kernels.helpers import DEVICE, relative_error
 
+# two decoder layers: o_proj and down_proj alone, q/k/v and gate/up fused (kernels/fusion.py)
+W4A16_FUSED = {"w4a16": 4, "w4a16-fused": 10}
 RECIPES = {
-    "w4a16": ([{"method": "rtn", "bits": 4, "group_size": 32}], {"w4a16": 14}, None),
-    "w4a16-asym": ([{"method": "rtn", "bits": 4, "group_size": 32, "symmetric": False}], {"w4a16": 14}, None),
-    "w3a16-channel": ([{"method": "rtn", "bits": 3, "group_size": None}], {"w4a16": 14}, None),
+    "w4a16": ([{"method": "rtn", "bits": 4, "group_size": 32}], W4A16_FUSED, None),
+    "w4a16-asym": ([{"method": "rtn", "bits": 4, "group_size": 32, "symmetric": False}], W4A16_FUSED, None),
+    "w3a16-channel": ([{"method": "rtn", "bits": 3, "group_size": None}], W4A16_FUSED, None),
     "w8a8-int8": ([{"method": "rtn", "bits": 8, "activations": "int8"}], {"w8a8-int8": 14},
                   fake_quantize_per_token_int8),
     "w8a8-fp8": ([{"method": "rtn", "bits": 8, "type": "float", "activations": "fp8"}], {"w8a8-fp8": 14},
@@ -62,7 +65,8 @@ def test_checkpoint_runs_on_its_kernels(name: str, base_model: Path, tmp_path: P
     path = _checkpoint(base_model, modifiers, tmp_path / name)
     model, used = load_for_inference(path, DEVICE)
     assert used == {**expected_kernels, "dense": 1}  # lm_head stays dense
-    assert sum(isinstance(m, CompressedLinear) for m in model.modules()) == 14
+    assert [name for name, m in model.named_modules() if isinstance(m, nn.Linear)] == ["lm_head"]
+    assert sum(isinstance(m, ProjectionColumns) for m in model.modules()) == expected_kernels.get("w4a16-fused", 0)
     reference, _ = load_model(path, dtype=torch.bfloat16)  # the same compute dtype as the kernels
     if fake_quantize is not None:
         _with_activation_quantization(reference, fake_quantize)

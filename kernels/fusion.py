@@ -1,0 +1,150 @@
+"""Sibling projections that read one input (an attention block's q/k/v, a gated MLP's gate/up) run as one W4A16
+matmul over their concatenated output columns: one launch and one pass over x instead of three, and a wider N
+that fills more of the GPU at decode sizes. Each sibling becomes a view of the shared output, so the model's
+own forward code is untouched; a fusion is kept only if the model's logits on a probe input still match."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from kernels.int4_layout import unpack_kernel_layout
+from kernels.linear import Int4Linear
+
+# child names of one parent that the common decoder blocks call on the same tensor
+SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"))
+PROBE_TOKENS = 8
+PROBE_TOLERANCE = 2e-2  # relative logits error: tile and split-K choices differ between the fused and split matmuls
+
+
+class FusedProjections(nn.Module):
+    """One Int4Linear over the siblings' concatenated columns. The output is held until every sibling has taken
+    its columns and then dropped, so each call starts from the same state (a compiled step keeps its guards)."""
+
+    def __init__(self, linears: list[Int4Linear]) -> None:
+        super().__init__()
+        first = linears[0]
+        codes = torch.cat([unpack_kernel_layout(linear.packed, linear.in_features, linear.out_features)
+                           for linear in linears])
+        scale = torch.cat([linear.scale for linear in linears])
+        zero = torch.cat([linear.zero_point for linear in linears]) if first.zero_point is not None else None
+        bias = None
+        if any(linear.bias is not None for linear in linears):
+            bias = torch.cat([linear.bias if linear.bias is not None
+                              else torch.zeros(linear.out_features, dtype=first.dtype, device=codes.device)
+                              for linear in linears])
+        self.fused = Int4Linear(codes, scale, first.group_size, zero, bias, dtype=first.dtype)
+        # codes are already in the siblings' (shared) act-order column order: x is gathered the same way
+        self.fused.permutation = first.permutation
+        ends = torch.tensor([linear.out_features for linear in linears]).cumsum(0).tolist()
+        self.bounds = list(zip([0, *ends[:-1]], ends, strict=True))
+        self._input: torch.Tensor | None = None
+        self._output: torch.Tensor | None = None
+        self._unread = 0
+
+    def columns(self, x: torch.Tensor, index: int) -> torch.Tensor:
+        """Sibling `index`'s output for x: computed for all siblings on the first call with this x."""
+        if self._input is not x or self._unread == 0:
+            self._input, self._output, self._unread = x, self.fused(x), len(self.bounds)
+        output = self._output
+        self._unread -= 1
+        if self._unread == 0:
+            self._input = self._output = None
+        start, end = self.bounds[index]
+        return output[..., start:end]
+
+
+class ProjectionColumns(nn.Module):
+    """Stands where one sibling projection was: its columns of the fused output."""
+
+    kernel = "w4a16-fused"
+
+    def __init__(self, shared: FusedProjections, index: int) -> None:
+        super().__init__()
+        object.__setattr__(self, "shared", shared)  # not a child: the parent owns it, once
+        self.index = index
+        start, end = shared.bounds[index]
+        self.in_features, self.out_features = shared.fused.in_features, end - start
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared.columns(x, self.index)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
+
+
+def _fusable(linears: list[nn.Module]) -> bool:
+    """Same input width, group size, dtype, symmetry and act-order permutation: one kernel call serves all."""
+    if not all(type(linear) is Int4Linear for linear in linears):
+        return False
+    first = linears[0]
+
+    def same_permutation(linear: Int4Linear) -> bool:
+        if first.permutation is None or linear.permutation is None:
+            return first.permutation is linear.permutation
+        return torch.equal(first.permutation, linear.permutation)
+
+    return all(linear.in_features == first.in_features and linear.group_size == first.group_size
+               and linear.dtype == first.dtype and (linear.zero_point is None) == (first.zero_point is None)
+               and same_permutation(linear) for linear in linears)
+
+
+Replaced = list[tuple[nn.Module, tuple[str, ...], list[Int4Linear], torch.device]]
+
+
+def _fuse(model: nn.Module) -> Replaced:
+    """Fuse every sibling group in place; returns what was replaced (and where it lived), to undo it."""
+    replaced = []
+    for parent in list(model.modules()):
+        for names in SIBLINGS:
+            linears = [getattr(parent, name, None) for name in names]
+            if any(linear is None for linear in linears) or not _fusable(linears):
+                continue
+            shared = FusedProjections(linears)
+            parent.add_module("fused_" + "_".join(names), shared)
+            for index, name in enumerate(names):
+                setattr(parent, name, ProjectionColumns(shared, index))
+            device = linears[0].packed.device
+            for linear in linears:
+                linear.cpu()  # kept off the GPU until the probe has decided
+            replaced.append((parent, names, linears, device))
+    return replaced
+
+
+def _unfuse(replaced: Replaced) -> None:
+    for parent, names, linears, device in replaced:
+        delattr(parent, "fused_" + "_".join(names))
+        for name, linear in zip(names, linears, strict=True):
+            setattr(parent, name, linear.to(device))
+
+
+def _probe_logits(model: nn.Module, vocab_size: int, device: torch.device) -> torch.Tensor:
+    tokens = torch.randint(vocab_size, (1, PROBE_TOKENS), generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        return model(input_ids=tokens).logits.float()
+
+
+def fuse_sibling_projections(
+    model: nn.Module, logits: Callable[[nn.Module], torch.Tensor] | None = None,
+) -> int:
+    """Fuse the W4A16 sibling projections of a causal LM in place, keeping the fusion only if the logits of a
+    probe input stay within PROBE_TOLERANCE of the unfused model's; returns how many projections were fused.
+    `logits` computes the probe logits (default: PROBE_TOKENS seeded tokens through model.forward)."""
+    if logits is None:
+        vocab_size, device = model.config.vocab_size, model.get_input_embeddings().weight.device
+
+        def logits(probed: nn.Module) -> torch.Tensor:
+            return _probe_logits(probed, vocab_size, device)
+
+    before = logits(model)
+    replaced = _fuse(model)
+    if not replaced:
+        return 0
+    after = logits(model)
+    error = ((after - before).norm() / before.norm()).item()
+    if not error <= PROBE_TOLERANCE:  # NaN included
+        _unfuse(replaced)
+        return 0
+    return sum(len(names) for _, names, _, _ in replaced)

@@ -1,0 +1,102 @@
+"""Sibling W4A16 projections fused into one matmul (kernels/fusion.py): the model computes what it did before,
+each sibling's columns come from one kernel call per input, and a fusion that would change the model is undone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from compress.quantize import quantize_weight
+from kernels.fusion import FusedProjections, ProjectionColumns, fuse_sibling_projections
+from kernels.linear import Int4Linear
+from tests.kernels.helpers import DEVICE, randn, relative_error
+
+
+def _int4(n: int, k: int, seed: int, group_size: int = 32, group_index: torch.Tensor | None = None) -> Int4Linear:
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
+    codes, scale, _ = quantize_weight(weight, 4, group_size, True, torch.bfloat16)
+    bias = torch.randn(n, generator=torch.Generator().manual_seed(seed + 1)) if seed % 2 else None
+    return Int4Linear(codes, scale, group_size, bias=bias, group_index=group_index).to(DEVICE)
+
+
+def _random_llama() -> nn.Module:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    model = LlamaForCausalLM(config).to(torch.bfloat16)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.Linear) and name != "lm_head":
+            parent, _, child = name.rpartition(".")
+            codes, scale, _ = quantize_weight(module.weight.detach().float(), 4, 32, True, torch.bfloat16)
+            setattr(model.get_submodule(parent), child, Int4Linear(codes, scale, 32))
+    return model.to(DEVICE).eval()
+
+
+def test_a_decoder_computes_the_same_with_its_projections_fused() -> None:
+    model = _random_llama()
+    tokens = torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(3)).to(DEVICE)
+    with torch.no_grad():
+        before = model(input_ids=tokens).logits
+    assert fuse_sibling_projections(model) == 10  # per layer q, k, v, gate, up
+    attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    assert all(isinstance(getattr(attention, name), ProjectionColumns) for name in ("q_proj", "k_proj", "v_proj"))
+    assert isinstance(mlp.up_proj, ProjectionColumns) and isinstance(mlp.down_proj, Int4Linear)
+    assert attention.fused_q_proj_k_proj_v_proj.fused.out_features == 64 + 32 + 32
+    with torch.no_grad():
+        after = model(input_ids=tokens).logits
+    assert relative_error(after, before) < 1e-2
+    # every sibling took its columns, so nothing is held between calls (a compiled step sees one state)
+    assert attention.fused_q_proj_k_proj_v_proj._input is None and mlp.fused_gate_proj_up_proj._output is None
+
+
+def test_each_input_gets_its_own_product_and_act_order_is_kept() -> None:
+    group_index = torch.randperm(128, generator=torch.Generator().manual_seed(5)) // 32
+    siblings = [_int4(24, 128, seed, group_index=group_index) for seed in (1, 2)]
+    assert siblings[0].permutation is not None
+    shared = FusedProjections(siblings)
+    x, other = randn(3, 128, seed=7), randn(3, 128, seed=8)
+    # sibling 0 on x, sibling 1 on another tensor: the held product of x must not be reused for it
+    first = ProjectionColumns(shared, 0)(x)
+    second = ProjectionColumns(shared, 1)(other)
+    assert relative_error(first, siblings[0](x)) < 1e-2
+    assert relative_error(second, siblings[1](other)) < 1e-2
+
+
+class _MutatesBetweenSiblings(nn.Module):
+    """Changes its input in place between q and k: the same tensor object, other values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.q_proj, self.k_proj, self.v_proj = (_int4(16, 64, seed) for seed in (2, 4, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        q = self.q_proj(x)
+        x.mul_(-3)
+        return torch.cat([q, self.k_proj(x), self.v_proj(x)], dim=-1)
+
+
+def test_a_fusion_that_changes_the_output_is_undone() -> None:
+    module = _MutatesBetweenSiblings()
+    x = randn(2, 64, seed=9)
+    with torch.no_grad():
+        expected = module(x)
+        fused = fuse_sibling_projections(module, logits=lambda probed: probed(x).float())
+        got = module(x)
+    assert fused == 0
+    assert type(module.k_proj) is Int4Linear and not hasattr(module, "fused_q_proj_k_proj_v_proj")
+    assert module.k_proj.packed.device.type == DEVICE.type  # moved back from where fusion parked it
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.parametrize("second", [
+    lambda: _int4(16, 64, 3, group_size=64),  # another group size
+    lambda: nn.Linear(64, 16).to(DEVICE),  # not a W4A16 layer
+])
+def test_siblings_that_one_kernel_call_cannot_serve_stay_apart(second) -> None:  # type: ignore[no-untyped-def]
+    module = nn.Module()
+    module.gate_proj, module.up_proj = _int4(16, 64, 1), second()
+    assert fuse_sibling_projections(module, logits=lambda probed: torch.ones(1)) == 0
+    assert type(module.gate_proj) is Int4Linear
