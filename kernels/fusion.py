@@ -5,6 +5,7 @@ own forward code is untouched; a fusion is kept only if the model's logits on a 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -16,7 +17,13 @@ from kernels.linear import Int4Linear
 # child names of one parent that the common decoder blocks call on the same tensor
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"))
 PROBE_TOKENS = 8
-PROBE_TOLERANCE = 2e-2  # relative logits error: tile and split-K choices differ between the fused and split matmuls
+# relative logits error allowed: tile and split-K choices differ between the fused and split matmuls, and split-K
+# sums arrive in any order, which a deep (or random) model amplifies; so also NOISE_FACTOR x the unfused model's
+# own difference between two runs
+PROBE_TOLERANCE = 2e-2
+NOISE_FACTOR = 4.0
+
+log = logging.getLogger(__name__)
 
 
 class FusedProjections(nn.Module):
@@ -77,7 +84,7 @@ class ProjectionColumns(nn.Module):
 
 def _fusable(linears: list[nn.Module]) -> bool:
     """Same input width, group size, dtype, symmetry and act-order permutation: one kernel call serves all."""
-    if not all(type(linear) is Int4Linear for linear in linears):
+    if not all(type(linear) is Int4Linear for linear in linears):  # None (absent) included
         return False
     first = linears[0]
 
@@ -100,7 +107,7 @@ def _fuse(model: nn.Module) -> Replaced:
     for parent in list(model.modules()):
         for names in SIBLINGS:
             linears = [getattr(parent, name, None) for name in names]
-            if any(linear is None for linear in linears) or not _fusable(linears):
+            if not _fusable(linears):
                 continue
             shared = FusedProjections(linears)
             parent.add_module("fused_" + "_".join(names), shared)
@@ -120,6 +127,10 @@ def _unfuse(replaced: Replaced) -> None:
             setattr(parent, name, linear.to(device))
 
 
+def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    return ((got - expected).norm() / expected.norm()).item()
+
+
 def _probe_logits(model: nn.Module, vocab_size: int, device: torch.device) -> torch.Tensor:
     tokens = torch.randint(vocab_size, (1, PROBE_TOKENS), generator=torch.Generator().manual_seed(0)).to(device)
     with torch.no_grad():
@@ -130,21 +141,25 @@ def fuse_sibling_projections(
     model: nn.Module, logits: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> int:
     """Fuse the W4A16 sibling projections of a causal LM in place, keeping the fusion only if the logits of a
-    probe input stay within PROBE_TOLERANCE of the unfused model's; returns how many projections were fused.
-    `logits` computes the probe logits (default: PROBE_TOKENS seeded tokens through model.forward)."""
+    probe input stay as close to the unfused model's as allowed (PROBE_TOLERANCE, NOISE_FACTOR); returns how many
+    projections were fused. `logits` computes the probe logits (default: PROBE_TOKENS seeded tokens through
+    model.forward)."""
     if logits is None:
         vocab_size, device = model.config.vocab_size, model.get_input_embeddings().weight.device
 
         def logits(probed: nn.Module) -> torch.Tensor:
             return _probe_logits(probed, vocab_size, device)
 
-    before = logits(model)
-    replaced = _fuse(model)
-    if not replaced:
+    if not any(_fusable([getattr(parent, name, None) for name in names])
+               for parent in model.modules() for names in SIBLINGS):
         return 0
-    after = logits(model)
-    error = ((after - before).norm() / before.norm()).item()
-    if not error <= PROBE_TOLERANCE:  # NaN included
+    before = logits(model)
+    allowed = max(PROBE_TOLERANCE, NOISE_FACTOR * _relative_error(logits(model), before))
+    replaced = _fuse(model)
+    error = _relative_error(logits(model), before)
+    if not error <= allowed:  # NaN included
+        log.warning("sibling projections left apart: the fused model's probe logits differ by %.3g (allowed %.3g)",
+                    error, allowed)
         _unfuse(replaced)
         return 0
     return sum(len(names) for _, names, _, _ in replaced)

@@ -100,3 +100,18 @@ def test_siblings_that_one_kernel_call_cannot_serve_stay_apart(second) -> None: 
     module.gate_proj, module.up_proj = _int4(16, 64, 1), second()
     assert fuse_sibling_projections(module, logits=lambda probed: torch.ones(1)) == 0
     assert type(module.gate_proj) is Int4Linear
+
+
+def test_the_probe_allows_for_the_models_own_run_to_run_noise() -> None:
+    """Split-K sums arrive in any order on a GPU, and a deep random model amplifies that to percents: a probe
+    that differs that much between two unfused runs must not veto the fusion."""
+    module = nn.Module()
+    module.gate_proj, module.up_proj = _int4(16, 64, 1), _int4(16, 64, 2)
+    x = randn(2, 64, seed=4)
+    noise = torch.Generator().manual_seed(0)
+
+    def noisy_logits(probed: nn.Module) -> torch.Tensor:
+        exact = torch.cat([probed.gate_proj(x), probed.up_proj(x)], dim=-1).float()
+        return exact * (1 + 0.05 * torch.randn(exact.shape, generator=noise).to(exact.device))
+
+    assert fuse_sibling_projections(module, logits=noisy_logits) == 2
