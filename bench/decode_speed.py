@@ -3,8 +3,9 @@ model with every decoder Linear on one of Shrinkray's kernels (lm_head stays bf1
 
 The weights are random and quantized by round-to-nearest here (only shapes and formats matter for speed).
 Decoding uses a static KV cache and a CUDA graph per step (kernels/decoding.py), the way serving engines run,
-so launch overhead does not hide the kernels. "w4a16-fused" is w4a16 with each block's q/k/v and gate/up
-projections run as one matmul (kernels/fusion.py). Run on a GPU:
+so launch overhead does not hide the kernels. A scheme named "<scheme>-fused" (w4a16-fused, w8a8-int8-fused, ...)
+is that scheme with each block's q/k/v and gate/up projections run as one matmul (kernels/fusion.py). Run on a
+GPU:
     python bench/decode_speed.py                      # w4a16 and w4a16-fused, batch 1 and 16
     python bench/decode_speed.py --schemes w4a16,w8a8-int8,w8a8-fp8,2of4 --layers 8
 """
@@ -34,7 +35,7 @@ TARGET_SPEEDUP_BATCH1 = 2.5  # W4A16 over bf16, from the issue
 def compressed_linear(linear: nn.Linear, scheme: str) -> nn.Module:
     """The kernel module for `scheme`, made by round-to-nearest from a dense Linear."""
     weight = linear.weight.detach()
-    if scheme in ("w4a16", "w4a16-fused"):
+    if scheme == "w4a16":
         codes, scale, _ = quantize_weight(weight, 4, 128, True, torch.bfloat16)
         return Int4Linear(codes, scale, 128)
     if scheme in ("w8a8-int8", "w8a16-int8"):
@@ -90,7 +91,7 @@ def main() -> None:
         for batch in batches:
             speed = measure_decode_speed(model, batch, args.prompt_tokens, args.new_tokens, compile_step=compiled)
             rows.append({"scheme": scheme, **speed.as_dict()})
-            print(f"{scheme:<12} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  {speed.ms_per_step:7.3f} ms/step"
+            print(f"{scheme:<16} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  {speed.ms_per_step:7.3f} ms/step"
                   f"  graph={speed.cuda_graph} compiled={compiled} {speed.note}", flush=True)
 
     def measure_all(compiled: bool) -> None:
@@ -98,10 +99,11 @@ def main() -> None:
         for scheme in args.schemes.split(","):
             started = time.perf_counter()
             with torch.no_grad():
-                replaced = swap(model, {name: compressed_linear(linear, scheme) for name, linear in targets.items()})
+                replaced = swap(model, {name: compressed_linear(linear, scheme.removesuffix("-fused"))
+                                           for name, linear in targets.items()})
             print(f"{scheme}: converted {len(replaced)} Linears in {time.perf_counter() - started:.1f} s", flush=True)
             if scheme.endswith("-fused"):
-                print(f"{scheme}: fused {fuse_sibling_projections(model)} projections (q/k/v, gate/up)", flush=True)
+                print(f"{scheme}: fused projections (q/k/v, gate/up) {fuse_sibling_projections(model)}", flush=True)
             measure(scheme, compiled)
             swap(model, replaced)
             for parent in model.modules():  # what fusion added beside the siblings
@@ -116,12 +118,12 @@ def main() -> None:
         print(f"{'compiled' if compiled else 'eager'} runs took {time.perf_counter() - started:.0f} s", flush=True)
 
     base = {(row["batch"], row["compiled"]): row["tokens_per_s"] for row in rows if row["scheme"] == "bf16"}
-    print(f"\n{'scheme':<12} {'compiled':>8} {'batch':>5} {'tok/s':>10} {'vs bf16':>8} {'target':>8}")
+    print(f"\n{'scheme':<16} {'compiled':>8} {'batch':>5} {'tok/s':>10} {'vs bf16':>8} {'target':>8}")
     for row in rows:
         row["speedup_vs_bf16"] = row["tokens_per_s"] / base[row["batch"], row["compiled"]]
         target = TARGET_SPEEDUP_BATCH1 if row["scheme"].startswith("w4a16") and row["batch"] == 1 else None
         row["target_speedup"] = target
-        print(f"{row['scheme']:<12} {'yes' if row['compiled'] else 'no':>8} {row['batch']:>5} "
+        print(f"{row['scheme']:<16} {'yes' if row['compiled'] else 'no':>8} {row['batch']:>5} "
               f"{row['tokens_per_s']:>10.1f} {row['speedup_vs_bf16']:>7.2f}x {(f'{target}x' if target else '-'):>8}")
     result = {
         "benchmark": "decode_speed",

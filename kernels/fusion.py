@@ -1,18 +1,19 @@
-"""Sibling projections that read one input (an attention block's q/k/v, a gated MLP's gate/up) run as one W4A16
-matmul over their concatenated output columns: one launch and one pass over x instead of three, and a wider N
-that fills more of the GPU at decode sizes. Each sibling becomes a view of the shared output, so the model's
-own forward code is untouched; a fusion is kept only if the model's logits on a probe input still match."""
+"""Sibling projections that read one input (an attention block's q/k/v, a gated MLP's gate/up) run as one kernel
+call over their stacked output columns: one launch, one pass over x (for W8A8 one per-token quantization of it)
+instead of three, and a wider N that fills more of the GPU at decode sizes. Each sibling becomes a view of the
+shared output, so the model's own forward code is untouched; a fusion is kept only if the model's logits on a
+probe input still match."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from kernels.int4_layout import unpack_kernel_layout
-from kernels.linear import Int4Linear
+from kernels.linear import CompressedLinear
 
 # child names of one parent that the common decoder blocks call on the same tensor
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("w1", "w3"))
@@ -27,24 +28,13 @@ log = logging.getLogger(__name__)
 
 
 class FusedProjections(nn.Module):
-    """One Int4Linear over the siblings' concatenated columns. The output is held until every sibling has taken
-    its columns and then dropped, so each call starts from the same state (a compiled step keeps its guards)."""
+    """One kernel layer over the siblings' stacked output columns. The output is held until every sibling has
+    taken its columns and then dropped, so each call starts from the same state (a compiled step keeps its
+    guards)."""
 
-    def __init__(self, linears: list[Int4Linear]) -> None:
+    def __init__(self, linears: list[CompressedLinear]) -> None:
         super().__init__()
-        first = linears[0]
-        codes = torch.cat([unpack_kernel_layout(linear.packed, linear.in_features, linear.out_features)
-                           for linear in linears])
-        scale = torch.cat([linear.scale for linear in linears])
-        zero = torch.cat([linear.zero_point for linear in linears]) if first.zero_point is not None else None
-        bias = None
-        if any(linear.bias is not None for linear in linears):
-            bias = torch.cat([linear.bias if linear.bias is not None
-                              else torch.zeros(linear.out_features, dtype=first.dtype, device=codes.device)
-                              for linear in linears])
-        self.fused = Int4Linear(codes, scale, first.group_size, zero, bias, dtype=first.dtype)
-        # codes are already in the siblings' (shared) act-order column order: x is gathered the same way
-        self.fused.permutation = first.permutation
+        self.fused = type(linears[0]).stacked(linears)
         ends = torch.tensor([linear.out_features for linear in linears]).cumsum(0).tolist()
         self.bounds = list(zip([0, *ends[:-1]], ends, strict=True))
         self._input: torch.Tensor | None = None
@@ -66,12 +56,11 @@ class FusedProjections(nn.Module):
 class ProjectionColumns(nn.Module):
     """Stands where one sibling projection was: its columns of the fused output."""
 
-    kernel = "w4a16-fused"
-
     def __init__(self, shared: FusedProjections, index: int) -> None:
         super().__init__()
         object.__setattr__(self, "shared", shared)  # not a child: the parent owns it, once
         self.index = index
+        self.kernel = f"{shared.fused.kernel}-fused"
         start, end = shared.bounds[index]
         self.in_features, self.out_features = shared.fused.in_features, end - start
 
@@ -82,23 +71,13 @@ class ProjectionColumns(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
 
 
-def _fusable(linears: list[nn.Module]) -> bool:
-    """Same input width, group size, dtype, symmetry and act-order permutation: one kernel call serves all."""
-    if not all(type(linear) is Int4Linear for linear in linears):  # None (absent) included
-        return False
+def _fusable(linears: list[nn.Module | None]) -> bool:
+    """Kernel layers that one call serves (kernels/linear.py: CompressedLinear.fuses_with)."""
     first = linears[0]
-
-    def same_permutation(linear: Int4Linear) -> bool:
-        if first.permutation is None or linear.permutation is None:
-            return first.permutation is linear.permutation
-        return torch.equal(first.permutation, linear.permutation)
-
-    return all(linear.in_features == first.in_features and linear.group_size == first.group_size
-               and linear.dtype == first.dtype and (linear.zero_point is None) == (first.zero_point is None)
-               and same_permutation(linear) for linear in linears)
+    return isinstance(first, CompressedLinear) and all(first.fuses_with(linear) for linear in linears[1:])
 
 
-Replaced = list[tuple[nn.Module, tuple[str, ...], list[Int4Linear], torch.device]]
+Replaced = list[tuple[nn.Module, tuple[str, ...], list[CompressedLinear], torch.device]]
 
 
 def _fuse(model: nn.Module) -> Replaced:
@@ -113,7 +92,7 @@ def _fuse(model: nn.Module) -> Replaced:
             parent.add_module("fused_" + "_".join(names), shared)
             for index, name in enumerate(names):
                 setattr(parent, name, ProjectionColumns(shared, index))
-            device = linears[0].packed.device
+            device = next(linears[0].buffers()).device
             for linear in linears:
                 linear.cpu()  # kept off the GPU until the probe has decided
             replaced.append((parent, names, linears, device))
@@ -139,11 +118,11 @@ def _probe_logits(model: nn.Module, vocab_size: int, device: torch.device) -> to
 
 def fuse_sibling_projections(
     model: nn.Module, logits: Callable[[nn.Module], torch.Tensor] | None = None,
-) -> int:
-    """Fuse the W4A16 sibling projections of a causal LM in place, keeping the fusion only if the logits of a
+) -> dict[str, int]:
+    """Fuse the sibling kernel projections of a causal LM in place, keeping the fusion only if the logits of a
     probe input stay as close to the unfused model's as allowed (PROBE_TOLERANCE, NOISE_FACTOR); returns how many
-    projections were fused. `logits` computes the probe logits (default: PROBE_TOKENS seeded tokens through
-    model.forward)."""
+    projections of each kernel were fused. `logits` computes the probe logits (default: PROBE_TOKENS seeded
+    tokens through model.forward)."""
     if logits is None:
         vocab_size, device = model.config.vocab_size, model.get_input_embeddings().weight.device
 
@@ -152,7 +131,7 @@ def fuse_sibling_projections(
 
     if not any(_fusable([getattr(parent, name, None) for name in names])
                for parent in model.modules() for names in SIBLINGS):
-        return 0
+        return {}
     before = logits(model)
     allowed = max(PROBE_TOLERANCE, NOISE_FACTOR * _relative_error(logits(model), before))
     replaced = _fuse(model)
@@ -161,5 +140,5 @@ def fuse_sibling_projections(
         log.warning("sibling projections left apart: the fused model's probe logits differ by %.3g (allowed %.3g)",
                     error, allowed)
         _unfuse(replaced)
-        return 0
-    return sum(len(names) for _, names, _, _ in replaced)
+        return {}
+    return dict(Counter(linear.kernel for _, _, linears, _ in replaced for linear in linears))

@@ -58,6 +58,22 @@ class CompressedLinear(nn.Module):
         """[M, K] through plain torch, in fp32 before the cast to x's dtype."""
         raise NotImplementedError
 
+    def fuses_with(self, other: nn.Module) -> bool:
+        """Whether one kernel call over both layers' stacked output columns computes both (kernels/fusion.py)."""
+        return False
+
+    def _same_call(self, other: nn.Module) -> bool:
+        return type(other) is type(self) and other.in_features == self.in_features and other.dtype == self.dtype
+
+    @staticmethod
+    def _stacked_bias(linears: list[CompressedLinear]) -> torch.Tensor | None:
+        """The layers' biases one after another (zeros for a layer without), or None if none has one."""
+        if all(linear.bias is None for linear in linears):
+            return None
+        device = next(linears[0].buffers()).device
+        return torch.cat([linear.bias if linear.bias is not None else
+                          torch.zeros(linear.out_features, dtype=linear.dtype, device=device) for linear in linears])
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
 
@@ -88,6 +104,27 @@ class Int4Linear(CompressedLinear):
         self.register_buffer("scale", _group_major(scale.to(dtype)))
         self.register_buffer("zero_point", _group_major(zero_point.to(torch.int8)) if zero_point is not None else None)
 
+    def fuses_with(self, other: nn.Module) -> bool:
+        if not (self._same_call(other) and other.group_size == self.group_size
+                and (other.zero_point is None) == (self.zero_point is None)):
+            return False
+        if self.permutation is None or other.permutation is None:
+            return self.permutation is other.permutation
+        return torch.equal(self.permutation, other.permutation)
+
+    @classmethod
+    def stacked(cls, linears: list[Int4Linear]) -> Int4Linear:
+        """One layer with the output columns of `linears` (which all fuse with the first) one after another."""
+        first = linears[0]
+        codes = torch.cat([unpack_kernel_layout(linear.packed, linear.in_features, linear.out_features)
+                           for linear in linears])
+        zero = torch.cat([linear.zero_point for linear in linears]) if first.zero_point is not None else None
+        stacked = cls(codes, torch.cat([linear.scale for linear in linears]), first.group_size, zero,
+                      cls._stacked_bias(linears), dtype=first.dtype)
+        # the codes are already in the layers' (shared) act-order column order: x is gathered the same way
+        stacked.permutation = first.permutation
+        return stacked
+
     def _permuted(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.permutation is None else x.index_select(-1, self.permutation)
 
@@ -114,6 +151,19 @@ class Int8Linear(CompressedLinear):
         self.kernel = f"{'w8a8' if quantize_activations else 'w8a16'}-{'int8' if weight.dtype == torch.int8 else 'fp8'}"
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("weight_scale", scale.float().reshape(-1).expand(n).contiguous())
+
+    def fuses_with(self, other: nn.Module) -> bool:
+        """One per-token quantization of x then serves every fused layer."""
+        return (self._same_call(other) and other.weight.dtype == self.weight.dtype
+                and other.quantize_activations == self.quantize_activations)
+
+    @classmethod
+    def stacked(cls, linears: list[Int8Linear]) -> Int8Linear:
+        """One layer with the output columns of `linears` (which all fuse with the first) one after another."""
+        first = linears[0]
+        return cls(torch.cat([linear.weight for linear in linears]),
+                   torch.cat([linear.weight_scale for linear in linears]), first.quantize_activations,
+                   cls._stacked_bias(linears), first.dtype)
 
     def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
         codes, scales = quantize_per_token_op(x, self.weight.dtype) if self.quantize_activations else (x, None)

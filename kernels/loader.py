@@ -125,7 +125,7 @@ def load_for_inference(
     path: Path, device: torch.device | str, dtype: torch.dtype = torch.bfloat16
 ) -> tuple[PreTrainedModel, dict[str, int]]:
     """The model in `path` on `device` with its compressed layers on kernels (each kind checked against its
-    reference, kernels/self_check.py; sibling W4A16 projections fused, kernels/fusion.py), and how many layers
+    reference, kernels/self_check.py; sibling projections fused, kernels/fusion.py), and how many layers
     each runs."""
     inspect_model_dir(path)
     model = AutoModelForCausalLM.from_pretrained(
@@ -136,9 +136,7 @@ def load_for_inference(
         used = swap_in_kernels(model, dtype)
     check_kernels(model)
     model.eval()
-    fused = fuse_sibling_projections(model)
-    if fused:
-        used["w4a16"] -= fused
-        used["w4a16-fused"] = fused
-        used = {kernel: count for kernel, count in used.items() if count}
-    return model, used
+    for kernel, fused in fuse_sibling_projections(model).items():
+        used[kernel] -= fused
+        used[f"{kernel}-fused"] = fused
+    return model, {kernel: count for kernel, count in used.items() if count}

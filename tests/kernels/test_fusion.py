@@ -10,7 +10,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from compress.quantize import quantize_weight
 from kernels.fusion import FusedProjections, ProjectionColumns, fuse_sibling_projections
-from kernels.linear import Int4Linear
+from kernels.linear import Int4Linear, Int8Linear
 from tests.kernels.helpers import DEVICE, randn, relative_error
 
 
@@ -19,6 +19,13 @@ def _int4(n: int, k: int, seed: int, group_size: int = 32, group_index: torch.Te
     codes, scale, _ = quantize_weight(weight, 4, group_size, True, torch.bfloat16)
     bias = torch.randn(n, generator=torch.Generator().manual_seed(seed + 1)) if seed % 2 else None
     return Int4Linear(codes, scale, group_size, bias=bias, group_index=group_index).to(DEVICE)
+
+
+def _int8(n: int, k: int, seed: int, quantize_activations: bool = True) -> Int8Linear:
+    weight = torch.randn(n, k, generator=torch.Generator().manual_seed(seed)) * 0.05
+    codes, scale, _ = quantize_weight(weight, 8, None, True, torch.bfloat16)
+    bias = torch.randn(n, generator=torch.Generator().manual_seed(seed + 1)) if seed % 2 else None
+    return Int8Linear(codes, scale, quantize_activations, bias).to(DEVICE)
 
 
 def _random_llama() -> nn.Module:
@@ -39,7 +46,7 @@ def test_a_decoder_computes_the_same_with_its_projections_fused() -> None:
     tokens = torch.randint(0, 256, (2, 6), generator=torch.Generator().manual_seed(3)).to(DEVICE)
     with torch.no_grad():
         before = model(input_ids=tokens).logits
-    assert fuse_sibling_projections(model) == 10  # per layer q, k, v, gate, up
+    assert fuse_sibling_projections(model) == {"w4a16": 10}  # per layer q, k, v, gate, up
     attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
     assert all(isinstance(getattr(attention, name), ProjectionColumns) for name in ("q_proj", "k_proj", "v_proj"))
     assert isinstance(mlp.up_proj, ProjectionColumns) and isinstance(mlp.down_proj, Int4Linear)
@@ -85,7 +92,7 @@ def test_a_fusion_that_changes_the_output_is_undone() -> None:
         expected = module(x)
         fused = fuse_sibling_projections(module, logits=lambda probed: probed(x).float())
         got = module(x)
-    assert fused == 0
+    assert fused == {}
     assert type(module.k_proj) is Int4Linear and not hasattr(module, "fused_q_proj_k_proj_v_proj")
     assert module.k_proj.packed.device.type == DEVICE.type  # moved back from where fusion parked it
     torch.testing.assert_close(got, expected)
@@ -93,12 +100,13 @@ def test_a_fusion_that_changes_the_output_is_undone() -> None:
 
 @pytest.mark.parametrize("second", [
     lambda: _int4(16, 64, 3, group_size=64),  # another group size
-    lambda: nn.Linear(64, 16).to(DEVICE),  # not a W4A16 layer
+    lambda: nn.Linear(64, 16).to(DEVICE),  # not a kernel layer
+    lambda: _int8(16, 64, 3, quantize_activations=False),  # another kernel
 ])
 def test_siblings_that_one_kernel_call_cannot_serve_stay_apart(second) -> None:  # type: ignore[no-untyped-def]
     module = nn.Module()
     module.gate_proj, module.up_proj = _int4(16, 64, 1), second()
-    assert fuse_sibling_projections(module, logits=lambda probed: torch.ones(1)) == 0
+    assert fuse_sibling_projections(module, logits=lambda probed: torch.ones(1)) == {}
     assert type(module.gate_proj) is Int4Linear
 
 
@@ -114,4 +122,23 @@ def test_the_probe_allows_for_the_models_own_run_to_run_noise() -> None:
         exact = torch.cat([probed.gate_proj(x), probed.up_proj(x)], dim=-1).float()
         return exact * (1 + 0.05 * torch.randn(exact.shape, generator=noise).to(exact.device))
 
-    assert fuse_sibling_projections(module, logits=noisy_logits) == 2
+    assert fuse_sibling_projections(module, logits=noisy_logits) == {"w4a16": 2}
+
+
+@pytest.mark.parametrize("quantize_activations", [True, False])
+def test_8_bit_siblings_share_one_call(quantize_activations: bool) -> None:
+    """W8A8: x is quantized per token once for all siblings (its scale is per row, the same for each)."""
+    siblings = [_int8(n, 64, seed, quantize_activations) for n, seed in ((32, 1), (16, 2), (16, 3))]
+    module = nn.Module()
+    module.q_proj, module.k_proj, module.v_proj = siblings
+    x = randn(3, 64, seed=6)
+    expected = [sibling(x) for sibling in siblings]
+
+    def probe(probed: nn.Module) -> torch.Tensor:
+        return torch.cat([probed.q_proj(x), probed.k_proj(x), probed.v_proj(x)], -1).float()
+
+    kernel = "w8a8-int8" if quantize_activations else "w8a16-int8"
+    assert fuse_sibling_projections(module, logits=probe) == {kernel: 3}
+    assert module.k_proj.kernel == f"{kernel}-fused"
+    for got, want in zip((module.q_proj(x), module.k_proj(x), module.v_proj(x)), expected, strict=True):
+        torch.testing.assert_close(got, want)
