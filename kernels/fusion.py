@@ -80,22 +80,30 @@ def _fusable(linears: list[nn.Module | None]) -> bool:
 Replaced = list[tuple[nn.Module, tuple[str, ...], list[CompressedLinear], torch.device]]
 
 
-def _fuse(model: nn.Module) -> Replaced:
-    """Fuse every sibling group in place; returns what was replaced (and where it lived), to undo it."""
-    replaced = []
-    for parent in list(model.modules()):
+def _groups(model: nn.Module) -> list[tuple[nn.Module, tuple[str, ...], list[CompressedLinear]]]:
+    """Every fusable sibling group whose layers the model holds once (a layer shared between blocks stays)."""
+    seen = Counter(id(module) for _, module in model.named_modules(remove_duplicate=False))
+    groups = []
+    for parent in model.modules():
         for names in SIBLINGS:
             linears = [getattr(parent, name, None) for name in names]
-            if not _fusable(linears):
-                continue
-            shared = FusedProjections(linears)
-            parent.add_module("fused_" + "_".join(names), shared)
-            for index, name in enumerate(names):
-                setattr(parent, name, ProjectionColumns(shared, index))
-            device = next(linears[0].buffers()).device
-            for linear in linears:
-                linear.cpu()  # kept off the GPU until the probe has decided
-            replaced.append((parent, names, linears, device))
+            if _fusable(linears) and all(seen[id(linear)] == 1 for linear in linears):
+                groups.append((parent, names, linears))
+    return groups
+
+
+def _fuse(groups: list[tuple[nn.Module, tuple[str, ...], list[CompressedLinear]]]) -> Replaced:
+    """Fuse the sibling groups in place; returns what was replaced (and where it lived), to undo it."""
+    replaced = []
+    for parent, names, linears in groups:
+        shared = FusedProjections(linears)
+        parent.add_module("fused_" + "_".join(names), shared)
+        for index, name in enumerate(names):
+            setattr(parent, name, ProjectionColumns(shared, index))
+        device = next(linears[0].buffers()).device
+        for linear in linears:
+            linear.cpu()  # kept off the GPU until the probe has decided
+        replaced.append((parent, names, linears, device))
     return replaced
 
 
@@ -129,16 +137,19 @@ def fuse_sibling_projections(
         def logits(probed: nn.Module) -> torch.Tensor:
             return _probe_logits(probed, vocab_size, device)
 
-    if not any(_fusable([getattr(parent, name, None) for name in names])
-               for parent in model.modules() for names in SIBLINGS):
+    groups = _groups(model)
+    if not groups:
         return {}
     before = logits(model)
     allowed = max(PROBE_TOLERANCE, NOISE_FACTOR * _relative_error(logits(model), before))
-    replaced = _fuse(model)
-    error = _relative_error(logits(model), before)
-    if not error <= allowed:  # NaN included
-        log.warning("sibling projections left apart: the fused model's probe logits differ by %.3g (allowed %.3g)",
-                    error, allowed)
+    replaced = _fuse(groups)
+    try:
+        error = _relative_error(logits(model), before)
+        verdict, kept = f"differ by {error:.3g} (allowed {allowed:.3g})", error <= allowed  # NaN fails
+    except Exception as failure:  # fusion is an optimization: a fused model that fails is undone
+        verdict, kept = f"failed: {failure}", False
+    if not kept:
+        log.warning("sibling projections left apart: the fused model's probe logits %s", verdict)
         _unfuse(replaced)
         return {}
     return dict(Counter(linear.kernel for _, _, linears, _ in replaced for linear in linears))

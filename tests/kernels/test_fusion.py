@@ -142,3 +142,24 @@ def test_8_bit_siblings_share_one_call(quantize_activations: bool) -> None:
     assert module.k_proj.kernel == f"{kernel}-fused"
     for got, want in zip((module.q_proj(x), module.k_proj(x), module.v_proj(x)), expected, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_a_fused_model_that_fails_is_undone_and_shared_layers_stay() -> None:
+    module = nn.Module()
+    module.gate_proj, module.up_proj = _int4(16, 64, 1), _int4(16, 64, 2)
+    x = randn(2, 64, seed=4)
+
+    def probe(probed: nn.Module) -> torch.Tensor:
+        if isinstance(probed.up_proj, ProjectionColumns):
+            raise RuntimeError("the fused model broke")
+        return torch.cat([probed.gate_proj(x), probed.up_proj(x)], -1).float()
+
+    assert fuse_sibling_projections(module, logits=probe) == {}
+    assert type(module.up_proj) is Int4Linear and not hasattr(module, "fused_gate_proj_up_proj")
+    # one layer held by two blocks (weight sharing): fusing it in one block would leave the other calling a
+    # layer parked off the GPU, so neither block fuses
+    shared = nn.Module()
+    shared.first, shared.second = nn.Module(), nn.Module()
+    shared.first.gate_proj, shared.first.up_proj = module.gate_proj, module.up_proj
+    shared.second.gate_proj, shared.second.up_proj = module.gate_proj, _int4(16, 64, 3)
+    assert fuse_sibling_projections(shared, logits=lambda probed: torch.ones(1)) == {}
