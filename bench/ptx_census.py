@@ -70,7 +70,7 @@ def _specs() -> dict[str, KernelSpec]:
     """One representative config per kernel (the shapes the autotuners pick among on an H200)."""
     w4a16_pointers = {"x_ptr": "*bf16", "packed_ptr": "*i16", "scale_ptr": "*bf16", "zero_ptr": "*bf16",
                       "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"}
-    w4a16_flags = {"GROUP_SIZE": 128, "HAS_ZERO": False, "HAS_BIAS": False}
+    w4a16_flags = {"GROUP_SIZE": 128, "GROUP_NIBBLES": 4, "HAS_ZERO": False, "HAS_BIAS": False}
     tile_integers = ["M", "N", "K", "stride_xm", "stride_pk", "stride_sn", "stride_sg", "stride_zn", "stride_zg",
                      "stride_om"]
 

@@ -24,6 +24,15 @@ def unpack_int4(packed: torch.Tensor, in_features: int) -> torch.Tensor:
     return (nibbles.reshape(packed.shape[0], -1)[:, :in_features] - 8).to(torch.int8)
 
 
+def group_nibbles(group_size: int) -> int:
+    """How many of a row block's 4 nibble positions (32 input columns each) share one scale: all 4 for groups of
+    whole blocks, group_size / 32 for groups that divide a block, else 1 (a block straddles two groups, as with
+    96 or 192). 32 divides every group size the kernels take, so one position never spans two groups."""
+    if group_size % QUAD_BLOCK == 0:
+        return 4
+    return group_size // QUAD_ROWS if QUAD_BLOCK % group_size == 0 else 1
+
+
 def kernel_layout_shape(in_features: int, out_features: int) -> tuple[int, int]:
     """The quad layout's [K' / 4, N'] for a [N, K] weight."""
     rows = -(-in_features // QUAD_BLOCK) * QUAD_ROWS

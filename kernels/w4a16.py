@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.int4_layout import QUAD_BLOCK, dequantize_int4, kernel_layout_shape
+from kernels.int4_layout import QUAD_BLOCK, dequantize_int4, group_nibbles, kernel_layout_shape
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotuner_do_bench, cold_time_ms
@@ -65,7 +65,9 @@ if triton is not None:
         M, N, K,
         stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, FP16: tl.constexpr,
+        GROUP_SIZE: tl.constexpr,
+        GROUP_NIBBLES: tl.constexpr,  # nibble positions sharing a scale (kernels/int4_layout.py: group_nibbles)
+        HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, FP16: tl.constexpr,
         K_RAGGED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
         UPCAST: tl.constexpr,  # Triton's interpreter: no inline assembly, and half-precision dots mishandled
     ):
@@ -90,13 +92,11 @@ if triton is not None:
         dtype = x_ptr.dtype.element_ty
         base = 1024.0 if FP16 else 128.0
         quads = tl.arange(0, 32)
-        # nibble positions sharing a group: 32 divides GROUP_SIZE, so each position's 32 input columns always do
-        PER_GROUP: tl.constexpr = 4 if GROUP_SIZE % 128 == 0 else (GROUP_SIZE // 32 if 128 % GROUP_SIZE == 0 else 1)
         acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
         for k0 in range(split * 128, K, 128 * SPLIT_K):
             packed = tl.load(packed_cols + (k0 // 4 + quads)[None, :] * stride_pk, mask=col_ok[:, None], other=0)
             for j in tl.static_range(4):
-                if j % PER_GROUP == 0:  # (past K, where x is zero, the last group)
+                if j % GROUP_NIBBLES == 0:  # (past K, where x is zero, the last group)
                     group = tl.minimum((k0 + 32 * j) // GROUP_SIZE, K // GROUP_SIZE - 1)
                     scale = tl.load(scale_cols + group * stride_sg)
                     offset = tl.full((BLOCK_N,), -(base + 8), tl.float32)
@@ -230,7 +230,8 @@ def w4a16_matmul(
     sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * 16 * triton.cdiv(n, 16))
     args = (x2, packed, scale, zero, bias if bias is not None else scale, target, sums, arrivals)
     strides = (x2.stride(0), packed.stride(0), *scale.stride(), *zero.stride(), target.stride(0))
-    flags = {"GROUP_SIZE": group_size, "HAS_ZERO": zero_point is not None, "HAS_BIAS": bias is not None}
+    flags = {"GROUP_SIZE": group_size, "GROUP_NIBBLES": group_nibbles(group_size), "HAS_ZERO": zero_point is not None,
+             "HAS_BIAS": bias is not None}
     if pinned.pop("GEMV", False):
         run_gemv(args, m, n, k, strides, flags, pinned)
         return target.view(*x.shape[:-1], n)

@@ -52,8 +52,8 @@ if triton is not None:
     def _gemv_step(
         packed, ks, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
         stride_sn, stride_sg, stride_zn, stride_zg,
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, PAIRED: tl.constexpr, X_MASKED: tl.constexpr,
-        ROWS: tl.constexpr, PAIRS: tl.constexpr,
+        GROUP_SIZE: tl.constexpr, GROUP_NIBBLES: tl.constexpr, HAS_ZERO: tl.constexpr, PAIRED: tl.constexpr,
+        X_MASKED: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr,
     ):
         """Adds one step's [ROWS, PAIRS] word tile into the per-word sums; `ks` is each word row's input column
         of nibble 0 (its nibble j is column ks + 32 j).
@@ -63,8 +63,6 @@ if triton is not None:
         nibbles are shifted down to the even column's bit positions (one shift per word), so both share the
         pre-scaled x. Codes are stored + 8 (+ the zero point): each group's sum starts from -(8 + z) * sum(x) *
         2^-53 instead of paying a correction per word, and the 2^53 is applied once, after the loop."""
-        # nibble positions whose 32 input columns share one group (each position's 32 always do)
-        PER_GROUP: tl.constexpr = 4 if GROUP_SIZE % 128 == 0 else (GROUP_SIZE // 32 if 128 % GROUP_SIZE == 0 else 1)
         x_row = x_ptr + row * stride_xm + ks
         if X_MASKED:  # past K (the padded rows of a ragged K, the rows of a step past the end) x reads as zero
             x0 = tl.load(x_row, mask=ks < K, other=0.0).to(tl.float32)
@@ -77,7 +75,7 @@ if triton is not None:
             x2 = tl.load(x_row + 64).to(tl.float32)
             x3 = tl.load(x_row + 96).to(tl.float32)
         odd_packed = packed >> 16
-        for first in tl.static_range(0, 4, PER_GROUP):
+        for first in tl.static_range(0, 4, GROUP_NIBBLES):
             groups = (ks + 32 * first) // GROUP_SIZE
             if X_MASKED:
                 group_ok = (groups < K // GROUP_SIZE)[:, None]
@@ -112,7 +110,7 @@ if triton is not None:
                     zero_odd = tl.load(zero_ptr + (cols + 1) * stride_zn + groups[:, None] * stride_zg,
                                        mask=mask_odd, other=0).to(tl.float32)
             x_sum = _nibble(first, x0, x1, x2, x3)
-            for j in tl.static_range(first + 1, first + PER_GROUP):
+            for j in tl.static_range(first + 1, first + GROUP_NIBBLES):
                 x_sum += _nibble(j, x0, x1, x2, x3)
             if HAS_ZERO:
                 partial_even = x_sum[:, None] * ((zero_even + 8.0) * -(2.0 ** -53))
@@ -121,7 +119,7 @@ if triton is not None:
                 start = tl.broadcast_to((x_sum * (-8.0 * 2.0 ** -53))[:, None], (ROWS, PAIRS))
                 partial_even = start
                 partial_odd = start
-            for j in tl.static_range(first, first + PER_GROUP):
+            for j in tl.static_range(first, first + GROUP_NIBBLES):
                 x_j = _nibble(j, x0, x1, x2, x3)
                 x_scaled = (x_j * (2.0 ** (96 - 4 * j)))[:, None]
                 partial_even += (packed & (0xF << (4 * j))).to(tl.float32, bitcast=True) * x_scaled
@@ -137,7 +135,7 @@ if triton is not None:
     def _w4a16_gemv_kernel(
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
-        GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        GROUP_SIZE: tl.constexpr, GROUP_NIBBLES: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
         X_MASKED: tl.constexpr,  # some step reaches past K (see _x_masked)
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, STAGES: tl.constexpr,
@@ -181,7 +179,8 @@ if triton is not None:
                                    mask=(word_rows + STEP < rows_total)[:, None] & pair_ok[None, :], other=0)
                 acc_even, acc_odd = _gemv_step(
                     packed, ks, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
-                    stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, X_MASKED, ROWS, PAIRS)
+                    stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, GROUP_NIBBLES, HAS_ZERO, PAIRED, X_MASKED,
+                    ROWS, PAIRS)
                 packed = upcoming
                 word_rows, ks = _next_step(word_rows, ks, STEP)
         else:
@@ -190,7 +189,8 @@ if triton is not None:
                                  mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
                 acc_even, acc_odd = _gemv_step(
                     packed, ks, acc_even, acc_odd, x_ptr, scale_ptr, zero_ptr, row, pairs, pair_ok, N, K, stride_xm,
-                    stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, HAS_ZERO, PAIRED, X_MASKED, ROWS, PAIRS)
+                    stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, GROUP_NIBBLES, HAS_ZERO, PAIRED, X_MASKED,
+                    ROWS, PAIRS)
                 word_rows, ks = _next_step(word_rows, ks, STEP)
         # [2, BLOCK_N / 2]: even columns in row 0, odd in row 1
         odd = tl.arange(0, 2)[:, None]

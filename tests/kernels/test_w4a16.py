@@ -7,7 +7,7 @@ import torch
 from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.quantize import dequantize_weight, quantize_weight
-from kernels.int4_layout import dequantize_int4, to_kernel_layout, unpack_int4, unpack_kernel_layout
+from kernels.int4_layout import dequantize_int4, group_nibbles, to_kernel_layout, unpack_int4, unpack_kernel_layout
 from kernels.split_k import split_k_workspace
 from kernels.w4a16 import w4a16_matmul, w4a16_reference
 from kernels.w4a16_dequantize import dequantize_to_kn
@@ -206,3 +206,8 @@ def test_competing_paths_are_timed_once_per_shape_and_the_faster_kept(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     assert not w4a16._second_is_faster(("c",), fused, dequantized)
     assert len(timed) == 4 and ("c",) not in w4a16._CHOICES
+
+
+@pytest.mark.parametrize(("group_size", "nibbles"), [(32, 1), (64, 2), (96, 1), (128, 4), (160, 1), (192, 1), (256, 4)])
+def test_nibble_positions_share_a_scale_only_within_one_group(group_size: int, nibbles: int) -> None:
+    assert group_nibbles(group_size) == nibbles
