@@ -100,16 +100,22 @@ def _copy_bandwidth() -> float:
 
 
 def _tinygemm(codes: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """torch's int4 kernel (what gpt-fast uses) on the same codes, or None where this torch lacks it."""
+    """torch's int4 kernel (what gpt-fast uses) on the same codes, its weights rotated like ours, or None where
+    this torch lacks it."""
     try:
         unsigned = (codes.to(torch.int32) + 8).to(torch.uint8)
         packed = ((unsigned[:, ::2] << 4) | unsigned[:, 1::2]).contiguous()
         weight = torch._convert_weight_to_int4pack(packed, 8)
         zeros = torch.full_like(scale, 8) * scale  # tinygemm: w = (code - 8) * s  <=>  code * s - 8 s
         scales_and_zeros = torch.stack([scale, zeros], dim=-1).transpose(0, 1).contiguous()
-        return lambda x: torch._weight_int4pack_mm(x, weight, GROUP, scales_and_zeros)
     except (RuntimeError, AttributeError, TypeError):
         return None
+    copies = _rotating(lambda: (weight.clone(), scales_and_zeros.clone()), _nbytes((weight, scales_and_zeros)))
+
+    def matmul(x: torch.Tensor) -> torch.Tensor:
+        packed_weight, packed_scales = copies()
+        return torch._weight_int4pack_mm(x, packed_weight, GROUP, packed_scales)
+    return matmul
 
 
 def _pruned(weight: torch.Tensor) -> torch.Tensor:
@@ -167,34 +173,37 @@ class Layer:
 
     @staticmethod
     def _scaled_mm_peer(codes: torch.Tensor, scale: torch.Tensor) -> Callable[[torch.Tensor], Callable | None]:
-        """torch._scaled_mm on the same FP8 weight, row-wise scales, activations quantized by our kernel (both
-        sides time the matmul only)."""
+        """torch._scaled_mm on the same FP8 weight (copies rotated like ours), row-wise scales, activations
+        quantized by our kernel (both sides time the matmul only)."""
+        copies = _rotating(lambda: codes.clone(), codes.nbytes)
+
         def factory(x: torch.Tensor) -> Callable | None:
             codes_x, scale_x = quantize_per_token(x, torch.float8_e4m3fn)
             if x.shape[0] % 16:
                 return None  # cuBLASLt's FP8 row-wise path wants M in multiples of 16
+            matmul = lambda: torch._scaled_mm(codes_x, copies().T, scale_a=scale_x[:, None],  # noqa: E731
+                                              scale_b=scale[None, :], out_dtype=torch.bfloat16)
             try:
-                torch._scaled_mm(codes_x, codes.T, scale_a=scale_x[:, None], scale_b=scale[None, :],
-                                 out_dtype=torch.bfloat16)
+                matmul()
             except (RuntimeError, TypeError):
                 return None
-            return lambda: torch._scaled_mm(codes_x, codes.T, scale_a=scale_x[:, None], scale_b=scale[None, :],
-                                            out_dtype=torch.bfloat16)
+            return matmul
         return factory
 
     @staticmethod
     def _semi_structured_peer(pruned: torch.Tensor) -> Callable[[torch.Tensor], Callable | None]:
         try:
-            sparse = torch.sparse.to_sparse_semi_structured(pruned)
+            copies = _rotating(lambda: torch.sparse.to_sparse_semi_structured(pruned.clone()), pruned.nbytes // 2)
         except (RuntimeError, TypeError, ValueError):
             return lambda x: None
 
         def factory(x: torch.Tensor) -> Callable | None:
+            matmul = lambda: torch.nn.functional.linear(x, copies())  # noqa: E731
             try:
-                torch.nn.functional.linear(x, sparse)
+                matmul()
             except (RuntimeError, TypeError, ValueError):
                 return None
-            return lambda: torch.nn.functional.linear(x, sparse)
+            return matmul
         return factory
 
 

@@ -8,16 +8,20 @@ tile is widened to the activation dtype in registers and only the weight's bytes
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotuner_do_bench
+from kernels.w8a8_tma import scaled_matmul_tma, tma_eligible
 
 if triton is not None:
     import triton.language as tl
 
 WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
+TMA_FROM_ROWS = 33  # from the 64-row bucket on, W8A8 runs the persistent TMA kernel (w8a8_tma.py) on Hopper
 ACTIVATION_DTYPES = (torch.int8, torch.float8_e4m3fn, torch.bfloat16, torch.float16)
 
 
@@ -107,13 +111,30 @@ if triton is not None:
     )(_scaled_matmul_kernel)
 
 
+@functools.cache
+def _has_tma(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device)[0] >= 9
+
+
+def _takes_tma_path(x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, config: dict | None) -> bool:
+    """Pinned by `config["TMA"]` (tests); else quantized x of at least TMA_FROM_ROWS rows on a Hopper or later
+    GPU, with operands a TMA descriptor can address."""
+    if config is not None and config.get("TMA"):
+        if x_scale is None or not tma_eligible(x, weight):
+            raise ValueError("the TMA kernel takes 8-bit x and weight of one type, 16-byte aligned rows")
+        return True
+    return (config is None and x_scale is not None and x.is_cuda and x.shape[0] >= TMA_FROM_ROWS
+            and _has_tma(x.device) and tma_eligible(x, weight))
+
+
 def scaled_matmul(
     x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, w_scale: torch.Tensor,
     out_dtype: torch.dtype = torch.bfloat16, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
     """x [M, K] codes (int8/FP8, with fp32 per-row x_scale [M]) or bf16/fp16 (x_scale None) times the 8-bit
-    weight [N, K] with fp32 per-channel w_scale [N]; out [M, N] in out_dtype. `config` pins a tile (tests)."""
+    weight [N, K] with fp32 per-channel w_scale [N]; out [M, N] in out_dtype. `config` pins a tile (tests;
+    with "TMA": True, of the TMA kernel)."""
     require_triton()
     if weight.dtype not in WEIGHT_DTYPES or weight.dim() != 2 or weight.stride(-1) != 1:
         raise ValueError(f"weight must be a row-major int8 or float8_e4m3fn [N, K] tensor, got {weight.dtype}")
@@ -137,6 +158,9 @@ def scaled_matmul(
     if out is not None and (out.shape != (m, n) or out.dtype != out_dtype or out.stride(-1) != 1):
         raise ValueError(f"out must be a row-major [{m}, {n}] {out_dtype} tensor")
     target = out if out is not None else torch.empty(m, n, device=x.device, dtype=out_dtype)
+    if _takes_tma_path(x, x_scale, weight, config):
+        tile = None if config is None else {key: value for key, value in config.items() if key != "TMA"}
+        return scaled_matmul_tma(x, x_scale, weight, w_scale, bias, target, tile)
     sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * triton.cdiv(n, 16))
 
     def grid(meta: dict) -> tuple[int, int]:

@@ -1,0 +1,131 @@
+"""W8A8 (int8 and FP8) at prefill sizes: a persistent matmul whose operand tiles arrive by TMA.
+
+From M of about a hundred on, an 8-bit matmul is bound by the tensor cores as much as by HBM, and what the
+pointer kernel in w8a8.py lacks there is the Hopper copy engine: TMA moves each tile into shared memory with
+one instruction (no address arithmetic, no masks: out-of-bounds rows and columns arrive as zeros) while the
+warps keep the tensor cores busy. One program per SM walks the output tiles in grouped order, so the
+launch has no tail wave of half-idle SMs and the next tile's loads start under the current tile's epilogue.
+
+TMA needs 16-byte aligned bases and row strides (`tma_eligible`); anything else stays on the pointer kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kernels.triton_support import interpreted, triton
+from kernels.tuning import autotuner_do_bench
+
+if triton is not None:
+    import triton.language as tl
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+
+def tma_eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Both operands 8-bit codes of one type, with the 16-byte alignment a TMA descriptor requires."""
+    return (x.dtype == weight.dtype and x.data_ptr() % 16 == 0 and weight.data_ptr() % 16 == 0
+            and (x.stride(0) * x.element_size()) % 16 == 0 and (weight.stride(0) * weight.element_size()) % 16 == 0)
+
+
+if triton is not None:
+
+    @triton.jit
+    def _tile_position(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+        """Grouped order: GROUP_M row tiles share each weight tile while it is still in L2."""
+        per_group = GROUP_M * tiles_n
+        first_m = (tile // per_group) * GROUP_M
+        group_rows = min(tiles_m - first_m, GROUP_M)
+        return first_m + (tile % per_group) % group_rows, (tile % per_group) // group_rows
+
+    @triton.jit
+    def _scaled_matmul_tma_kernel(
+        x_desc, w_desc, xs_ptr, ws_ptr, bias_ptr, out_ptr, M, N, K, stride_om,
+        M_BUCKET: tl.constexpr, INT8: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+    ):
+        tiles_m = tl.cdiv(M, BLOCK_M)
+        tiles_n = tl.cdiv(N, BLOCK_N)
+        steps = tl.cdiv(K, BLOCK_K)
+        for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, tl.num_programs(0), flatten=True):
+            tile_m, tile_n = _tile_position(tile, tiles_m, tiles_n, GROUP_M)
+            if INT8 and not UPCAST:
+                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
+            else:
+                acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+            for step in range(steps):
+                x = x_desc.load([tile_m * BLOCK_M, step * BLOCK_K])
+                w = w_desc.load([tile_n * BLOCK_N, step * BLOCK_K])
+                if UPCAST:  # the interpreter's 8-bit dots are checked in fp32 (exact for these integer products)
+                    acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+                elif INT8:
+                    acc = tl.dot(x, tl.trans(w), acc, out_dtype=tl.int32)
+                else:
+                    acc = tl.dot(x, tl.trans(w), acc)
+            rows = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
+            cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+            row_ok = rows < M
+            col_ok = cols < N
+            y = acc.to(tl.float32) * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[None, :]
+            y = y * tl.load(xs_ptr + rows, mask=row_ok, other=0.0)[:, None]
+            if HAS_BIAS:
+                y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], y.to(out_ptr.dtype.element_ty),
+                     mask=row_ok[:, None] & col_ok[None, :])
+
+    def _block_shapes(nargs: dict) -> None:
+        """A descriptor's box is the config's tile: set before every launch the autotuner makes."""
+        nargs["x_desc"].block_shape = [nargs["BLOCK_M"], nargs["BLOCK_K"]]
+        nargs["w_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
+
+    _CONFIGS = [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, num_stages=st,
+                      pre_hook=_block_shapes)
+        for m, n, k, w, st in [  # the leaders of a sweep over 13 tiles at M = 64, 128, 256 (H200, FP8)
+            (64, 256, 128, 8, 4), (64, 256, 128, 4, 4), (64, 128, 256, 4, 3), (128, 256, 128, 8, 4),
+            (128, 256, 128, 8, 3), (128, 256, 64, 8, 4), (128, 128, 256, 8, 3), (128, 128, 128, 4, 4),
+            (256, 128, 128, 8, 3),
+        ]
+    ]
+
+    def _prune(configs: list, named_args: dict, **kwargs: object) -> list:
+        """Tiles taller than the (bucketed) M only waste the tensor cores."""
+        m_bucket = int({**named_args, **kwargs}["M_BUCKET"])
+        return [c for c in configs if c.kwargs["BLOCK_M"] <= max(64, m_bucket)] or configs[:1]
+
+    _scaled_matmul_tma_autotuned = triton.autotune(
+        configs=_CONFIGS, key=["M_BUCKET", "N", "K", "INT8"], prune_configs_by={"early_config_prune": _prune},
+        do_bench=autotuner_do_bench,
+    )(_scaled_matmul_tma_kernel)
+
+
+def _programs(device: torch.device, tiles: int) -> int:
+    """One program per SM (fewer when there are fewer tiles)."""
+    if device.type != "cuda":
+        return min(tiles, 4)  # the interpreter: a few programs, each walking several tiles
+    return min(tiles, torch.cuda.get_device_properties(device).multi_processor_count)
+
+
+def scaled_matmul_tma(
+    x: torch.Tensor, x_scale: torch.Tensor, weight: torch.Tensor, w_scale: torch.Tensor,
+    bias: torch.Tensor | None, out: torch.Tensor, config: dict | None = None,
+) -> torch.Tensor:
+    """out [M, N] = (x codes [M, K] · weight [N, K]ᵀ) * x_scale[m] * w_scale[n] (+ bias), both operands int8 or
+    both FP8 (`tma_eligible`); arguments already checked by w8a8.scaled_matmul. `config` pins a tile (tests)."""
+    m, k = x.shape
+    n = weight.shape[0]
+    x_desc = TensorDescriptor.from_tensor(x, [16, 16])  # boxes set per config (_block_shapes)
+    w_desc = TensorDescriptor.from_tensor(weight, [16, 16])
+
+    def grid(meta: dict) -> tuple[int]:
+        return (_programs(x.device, triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])),)
+
+    args = (x_desc, w_desc, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k, out.stride(0))
+    flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "INT8": weight.dtype == torch.int8,
+             "HAS_BIAS": bias is not None}
+    if config is None:
+        _scaled_matmul_tma_autotuned[grid](*args, **flags, UPCAST=False)
+    else:
+        config = {"GROUP_M": 4, **config}
+        _block_shapes({"x_desc": x_desc, "w_desc": w_desc, **config})
+        _scaled_matmul_tma_kernel[grid(config)](*args, **flags, UPCAST=interpreted(), **config)
+    return out
