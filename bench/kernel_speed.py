@@ -27,7 +27,8 @@ from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
 from kernels.act_quant import quantize_per_token
 from kernels.int4_layout import pack_kernel_layout
-from kernels.sparse24 import compress_24, sparse24_matmul, to_kernel_layout_24
+from kernels.sparse24 import sparse24_matmul
+from kernels.sparse24_layout import compress_24, to_kernel_layout_24
 from kernels.w4a16 import w4a16_matmul
 from kernels.w8a8 import scaled_matmul
 

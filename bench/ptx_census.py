@@ -28,9 +28,11 @@ from triton.compiler import ASTSource
 
 from kernels.int4_layout import QUAD_BLOCK
 from kernels.sparse24 import _sparse24_kernel
+from kernels.sparse24_layout import PAIR_BLOCK
 from kernels.w4a16 import _w4a16_kernel
 from kernels.w4a16_gemv import _w4a16_gemv_kernel
 from kernels.w8a8 import _scaled_matmul_kernel
+from kernels.w8a8_tma import _scaled_matmul_tma_kernel
 
 PTX_PATTERNS = {
     "st_shared": r"\bst\.shared",
@@ -58,7 +60,7 @@ class Census:
 @dataclass
 class KernelSpec:
     fn: object
-    pointers: dict[str, str]  # argument -> Triton pointer type
+    pointers: dict[str, str]  # argument -> Triton pointer (or tensor descriptor) type
     integers: list[str]
     constants: dict
     num_warps: int
@@ -90,6 +92,15 @@ def _specs() -> dict[str, KernelSpec]:
                           {"M_BUCKET": 128, "HAS_X_SCALE": True, "HAS_BIAS": False, "UPCAST": False, "BLOCK_M": 128,
                            "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 1, "GROUP_M": 8}, 8, 3, 128 * 128)
 
+    def sparse24(int4: bool) -> KernelSpec:
+        pointers = {"x_ptr": "*bf16", "words_ptr": "*i8" if int4 else "*i32", "positions_ptr": "*i8",
+                    "scale_ptr": "*bf16", "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32",
+                    "arrivals_ptr": "*i32"}
+        integers = ["M", "N", "K", "stride_xm", "stride_wk", "stride_pk", "stride_sn", "stride_sg", "stride_om"]
+        return KernelSpec(_sparse24_kernel, pointers, integers,
+                          {"M_BUCKET": 64, "INT4": int4, "GROUP_SIZE": 128, "HAS_BIAS": False, "K_RAGGED": False,
+                           "BLOCK_M": 64, "BLOCK_N": 128, "SPLIT_K": 1, "UPCAST": False}, 8, 3, 128 * PAIR_BLOCK)
+
     return {
         "w4a16": w4a16(16, 256, 4, 4),
         "w4a16-m128": w4a16(128, 128, 1, 8),
@@ -99,11 +110,14 @@ def _specs() -> dict[str, KernelSpec]:
                                   "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0}, 2, 3, 64 * 64),
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
-        "2of4": KernelSpec(_sparse24_kernel, {"x_ptr": "*bf16", "values_ptr": "*bf16", "meta_ptr": "*i32",
-                                              "scale_ptr": "*bf16", "bias_ptr": "*bf16", "out_ptr": "*bf16"},
-                           ["M", "N", "K", "stride_xm", "stride_vk", "stride_mk", "stride_sn", "stride_om"],
-                           {"M_BUCKET": 128, "INT4": False, "GROUP_SIZE": 128, "HAS_BIAS": False, "UPCAST": False,
-                            "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "SPLIT_K": 1}, 8, 3, 128 * 64),
+        "2of4": sparse24(int4=False),
+        "2of4-w4a16": sparse24(int4=True),
+        "w8a8-tma-fp8": KernelSpec(_scaled_matmul_tma_kernel, {
+            "x_desc": "tensordesc<fp8e4nv[128, 128]>", "w_desc": "tensordesc<fp8e4nv[256, 128]>", "xs_ptr": "*fp32",
+            "ws_ptr": "*fp32", "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"},
+            ["M", "N", "K", "stride_om"],
+            {"M_BUCKET": 256, "INT8": False, "HAS_BIAS": False, "UPCAST": False, "BLOCK_M": 128, "BLOCK_N": 256,
+             "BLOCK_K": 128, "GROUP_M": 8, "SPLIT_K": 1}, 8, 4, 256 * 128),
     }
 
 
@@ -111,7 +125,8 @@ def census(name: str, spec: KernelSpec, arch: int) -> Census:
     """Compile `spec` for sm_`arch` (no GPU involved) and count its PTX."""
     fn = spec.fn
     signature = {**spec.pointers, **dict.fromkeys(spec.integers, "i32"), **dict.fromkeys(spec.constants, "constexpr")}
-    aligned = [*spec.pointers, *(argument for argument in spec.integers if argument != "M")]
+    aligned = [*(argument for argument, kind in spec.pointers.items() if kind.startswith("*")),
+               *(argument for argument in spec.integers if argument != "M")]
     source = ASTSource(fn=fn, signature=signature,
                        constexprs={(fn.arg_names.index(k),): v for k, v in spec.constants.items()},
                        attrs={(fn.arg_names.index(k),): [["tt.divisibility", 16]] for k in aligned})

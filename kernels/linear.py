@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from kernels.act_quant import quantize_per_token_reference
-from kernels.int4_layout import dequantize_codes, pack_kernel_layout, unpack_int4, unpack_kernel_layout
+from kernels.int4_layout import dequantize_codes, pack_kernel_layout, unpack_kernel_layout
 from kernels.ops import quantize_per_token_op, scaled_matmul_op, sparse24_op, w4a16_op
-from kernels.sparse24 import compress_24, sparse24_reference, to_kernel_layout_24
+from kernels.sparse24 import sparse24_reference
+from kernels.sparse24_layout import compress_24, from_kernel_layout_24, to_kernel_layout_24
 from kernels.triton_support import interpreted, triton_available
 from kernels.w8a8 import scaled_matmul_reference
 
@@ -185,20 +186,17 @@ class Sparse24Linear(CompressedLinear):
         super().__init__(k, n, bias, dtype)
         self.group_size = group_size
         self.kernel = "2:4-w4a16" if scale is not None else "2:4"
-        values, meta = to_kernel_layout_24(*compress_24(weight if scale is not None else weight.to(dtype)))
-        self.register_buffer("values", values)
-        self.register_buffer("meta", meta)
+        words, positions = to_kernel_layout_24(*compress_24(weight if scale is not None else weight.to(dtype)))
+        self.register_buffer("words", words)
+        self.register_buffer("positions", positions)
         _optional_buffer(self, "scale", scale.to(dtype) if scale is not None else None)
 
     def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
-        return sparse24_op(x, self.values, self.meta, self.scale, self.group_size, self.bias)
+        return sparse24_op(x, self.words, self.positions, self.scale, self.group_size, self.bias)
 
     def run_reference(self, x: torch.Tensor) -> torch.Tensor:
         return sparse24_reference(x, *self._storage(), self.scale, self.group_size, self.bias)
 
     def _storage(self) -> tuple[torch.Tensor, torch.Tensor]:
         """compress_24's [N, ...] layout back from the kernel layout, for the reference path."""
-        meta = self.meta.T.contiguous()
-        if self.scale is None:
-            return self.values.T.contiguous(), meta
-        return unpack_int4(self.values.T.contiguous(), self.in_features // 2), meta
+        return from_kernel_layout_24(self.words, self.positions, self.in_features, self.dtype)

@@ -45,11 +45,11 @@ def _(x, x_scale, weight, w_scale, out_dtype, bias):  # type: ignore[no-untyped-
 
 
 @torch.library.custom_op("shrinkray::sparse24_matmul", mutates_args=())
-def sparse24_op(x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, scale: torch.Tensor | None,
+def sparse24_op(x: torch.Tensor, words: torch.Tensor, positions: torch.Tensor, scale: torch.Tensor | None,
                 group_size: int, bias: torch.Tensor | None) -> torch.Tensor:
-    return sparse24_matmul(x, values, meta, scale, group_size, bias)
+    return sparse24_matmul(x, words, positions, scale, group_size, bias)
 
 
 @sparse24_op.register_fake
-def _(x, values, meta, scale, group_size, bias):  # type: ignore[no-untyped-def]
-    return x.new_empty(x.shape[0], meta.shape[1])
+def _(x, words, positions, scale, group_size, bias):  # type: ignore[no-untyped-def]
+    return x.new_empty(x.shape[0], positions.shape[1])

@@ -1,65 +1,23 @@
-"""2:4 sparse matmuls on compressed storage: of every four weights along K only the two kept ones are stored,
-with 4 bits of positions per group, and the kernel rebuilds the dense tile in registers before a dense
-tensor-core dot. What is saved is HBM traffic: bf16 weights drop from 16 to 9 bits each, int4 weights from
-4 to 3 bits (plus scales), which is what decoding and medium batches are bound by.
+"""2:4 sparse matmuls on compressed storage (kernels/sparse24_layout.py): of every four weights along K only the
+two kept ones cross HBM, with their positions, and the kernel rebuilds the dense weights in registers for a dense
+tensor-core dot. What is saved is HBM traffic: bf16 weights drop from 16 to 9 bits each, int4 weights from 4 to
+3 bits (plus scales), which is what decoding and medium batches are bound by.
 
-compress/ writes 2:4 models densely, zeros included (compressed-tensors 0.20 writes no sparse formats), so
-the layout here is built at load time by `compress_24` from the dense (or int4-coded) weight.
+compress/ writes 2:4 models densely, zeros included (compressed-tensors 0.20 writes no sparse formats), so the
+kernel layout is built at load time from the dense (or int4-coded) weight.
 """
 
 from __future__ import annotations
 
 import torch
-from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
+from kernels.sparse24_layout import PAIR_BLOCK, decompress_24, pair_layout_rows
+from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotuner_do_bench
 
 if triton is not None:
     import triton.language as tl
-
-GROUPS_PER_WORD = 8  # 4-bit position pairs per int32 of metadata, i.e. 32 weights of K
-
-
-def compress_24(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values [N, K / 2], meta int32 [N, K / 32]) of a [N, K] weight with at most two nonzeros in every
-    group of four along K; each group's nibble is p0 | p1 << 2 with p0 < p1 the stored positions."""
-    n, k = weight.shape
-    if k % 32:
-        raise ValueError(f"K={k} must be a multiple of 32 for 2:4 storage")
-    groups = weight.reshape(n, k // 4, 4)
-    nonzero = groups != 0
-    if (nonzero.sum(-1) > 2).any():
-        raise ValueError("weight is not 2:4 sparse: some group of four along K has more than two nonzeros")
-    # keep the nonzeros, then the lowest free positions, in ascending order
-    rank = nonzero.to(torch.int32) * 8 - torch.arange(4, device=weight.device, dtype=torch.int32)
-    positions = rank.topk(2, dim=-1).indices.sort(dim=-1).values
-    values = groups.gather(-1, positions).reshape(n, k // 2)
-    nibbles = (positions[..., 0] | (positions[..., 1] << 2)).to(torch.int32)
-    shifts = torch.arange(0, 32, 4, device=weight.device, dtype=torch.int32)
-    meta = (nibbles.reshape(n, k // 32, GROUPS_PER_WORD) << shifts).sum(-1, dtype=torch.int32)
-    return values.contiguous(), meta.contiguous()
-
-
-def decompress_24(values: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-    """The dense [N, K] weight back from compress_24's storage."""
-    n, half = values.shape
-    shifts = torch.arange(0, 32, 4, device=meta.device, dtype=torch.int32)
-    nibbles = ((meta.unsqueeze(-1) >> shifts) & 0xF).reshape(n, half // 2)
-    positions = torch.stack([nibbles & 3, nibbles >> 2], dim=-1).long()
-    dense = torch.zeros(n, half // 2, 4, device=values.device, dtype=values.dtype)
-    dense.scatter_(-1, positions, values.reshape(n, half // 2, 2))
-    return dense.reshape(n, 2 * half)
-
-
-def to_kernel_layout_24(values: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """compress_24's [N, ...] storage transposed to the kernel's K-major layout: values [K / 2, N] (int8 int4
-    codes are packed eight per int32 along K, [K / 16, N]) and meta [K / 32, N]."""
-    if values.dtype == torch.int8:
-        kernel_values = pack_to_int32(values.T.contiguous(), 4, packed_dim=0)
-    else:
-        kernel_values = values.T.contiguous()
-    return kernel_values, meta.T.contiguous()
 
 
 def sparse24_reference(
@@ -81,135 +39,148 @@ if triton is not None:
 
     @triton.jit
     def _sparse24_kernel(
-        x_ptr, values_ptr, meta_ptr, scale_ptr, bias_ptr, out_ptr,
-        M, N, K, stride_xm, stride_vk, stride_mk, stride_sn, stride_om,
+        x_ptr, words_ptr, positions_ptr, scale_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
+        M, N, K, stride_xm, stride_wk, stride_pk, stride_sn, stride_sg, stride_om,
         M_BUCKET: tl.constexpr, INT4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
-        UPCAST: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-        SPLIT_K: tl.constexpr,
+        K_RAGGED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
+        UPCAST: tl.constexpr,  # Triton's interpreter mishandles half-precision dots: it checks the logic in fp32
     ):
-        """Kernel layout is K-major like W4A16's: rows of values/meta along K, contiguous along N, so each load
-        of a group's row is coalesced and the rebuilt [BLOCK_K / 4, 4, BLOCK_N] tile reshapes straight into
-        the dot's [BLOCK_K, BLOCK_N] operand."""
+        """Computes the tile transposed, (W x^T)^T, like the W4A16 kernel: the rebuilt weights are the MMA's
+        first operand, which Hopper reads from registers. Per half block (16 groups, 64 input columns) one load of
+        words serves the four positions p; position p's weights are the first kept value where the group's first
+        position is p, the second where its second is p, else zero, against x's columns 64·h + 4·q + p. Nothing
+        between the loads and the MMA may depend on a position along K (an arange), or Triton stages the rebuilt
+        tile through shared memory: hence halves, whose nibble shift is a constant."""
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tiles_n = tl.cdiv(N, BLOCK_N)
         rows = (pid // tiles_n) * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = (pid % tiles_n) * BLOCK_N + tl.arange(0, BLOCK_N)
-        row_ok = rows < M
         col_ok = cols < N
-        groups = tl.arange(0, BLOCK_K // 4)
-        position = tl.arange(0, 4)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k0 in range(split * BLOCK_K, K, BLOCK_K * SPLIT_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(x_ptr + rows[:, None] * stride_xm + ks[None, :], mask=row_ok[:, None] & (ks < K)[None, :],
-                        other=0.0)
-            tile_ok = ((k0 + 4 * groups) < K)[:, None] & col_ok[None, :]  # K is a multiple of 32, not of BLOCK_K
-            word = tl.load(meta_ptr + (k0 // 32 + groups // 8)[:, None] * stride_mk + cols[None, :],
-                           mask=tile_ok, other=0)
-            nibble = (word >> ((groups % 8) * 4)[:, None]) & 0xF  # [BLOCK_K / 4, BLOCK_N]
-            if INT4:  # group g keeps codes 2g and 2g + 1: word g // 4, nibbles 2 (g % 4) and 2 (g % 4) + 1
-                packed = tl.load(values_ptr + (k0 // 16 + groups // 4)[:, None] * stride_vk + cols[None, :],
-                                 mask=tile_ok, other=0)
-                shift = ((groups % 4) * 8)[:, None]
-                first = ((packed >> shift) & 0xF) - 8
-                second = ((packed >> (shift + 4)) & 0xF) - 8
-            else:
-                kept = values_ptr + (k0 // 2 + 2 * groups)[:, None] * stride_vk + cols[None, :]
-                first = tl.load(kept, mask=tile_ok, other=0.0)
-                second = tl.load(kept + stride_vk, mask=tile_ok, other=0.0)
-            p0 = (nibble & 3)[:, None, :] == position[None, :, None]
-            p1 = (nibble >> 2)[:, None, :] == position[None, :, None]
-            dense = tl.where(p0, first[:, None, :], tl.where(p1, second[:, None, :], tl.zeros_like(first)[:, None, :]))
-            dense = tl.reshape(dense, (BLOCK_K, BLOCK_N))
-            if UPCAST:  # Triton's interpreter mishandles bf16 dots; it checks the logic in fp32
-                partial = tl.dot(x.to(tl.float32), dense.to(tl.float32))
-            else:
-                partial = tl.dot(x, dense.to(x_ptr.dtype.element_ty))
-            if INT4:  # BLOCK_K divides GROUP_SIZE: one scale per output column for the whole block
-                scale = tl.load(scale_ptr + cols * stride_sn + k0 // GROUP_SIZE, mask=col_ok, other=0.0)
-                partial = partial * scale.to(tl.float32)[None, :]
-            acc += partial
-        if HAS_BIAS:
-            if split == 0:
-                acc += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-        out = out_ptr + rows[:, None] * stride_om + cols[None, :]
-        mask = row_ok[:, None] & col_ok[None, :]
-        if SPLIT_K == 1:
-            tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=mask)
-        else:
-            tl.atomic_add(out, acc, mask=mask)
+        # x and scales are read at clamped rows and columns (valid memory; what they feed is never stored)
+        x_rows = x_ptr + tl.minimum(rows, M - 1)[:, None] * stride_xm
+        words_cols = words_ptr + cols[:, None]
+        positions_cols = positions_ptr + cols[:, None]
+        scale_cols = scale_ptr + tl.minimum(cols, N - 1) * stride_sn
+        dtype = x_ptr.dtype.element_ty
+        quads = tl.arange(0, 16)
+        acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        for k0 in range(split * 128, K, 128 * SPLIT_K):
+            packed = tl.load(positions_cols + (k0 // 8 + quads)[None, :] * stride_pk, mask=col_ok[:, None], other=0)
+            for half in tl.static_range(2):  # groups 16·half + q: nibble `half` of byte q (a constant shift)
+                nibble = (packed.to(tl.int32) >> (4 * half)) & 0xF
+                first = nibble & 3
+                second = nibble >> 2
+                k_half = k0 + 64 * half
+                words = tl.load(words_cols + (k_half // 4 + quads)[None, :] * stride_wk, mask=col_ok[:, None],
+                                other=0)
+                if INT4:
+                    stored = words.to(tl.int32)
+                    low = stored & 0xF
+                    high = (stored >> 4) & 0xF
+                    zero = 8  # the stored code of a zero weight
+                    if GROUP_SIZE % 64 == 0:  # one scale per column for the half block
+                        group = tl.minimum(k_half // GROUP_SIZE, K // GROUP_SIZE - 1)  # past K: the last group
+                        scale = tl.load(scale_cols + group * stride_sg).to(tl.float32)[:, None]
+                    else:
+                        group = tl.minimum((k_half + 4 * quads) // GROUP_SIZE, K // GROUP_SIZE - 1)
+                        scale = tl.load(scale_cols[:, None] + group[None, :] * stride_sg).to(tl.float32)
+                else:
+                    low = words & 0xFFFF
+                    high = (words >> 16) & 0xFFFF
+                    zero = 0
+                ks = k_half + tl.arange(0, 64)
+                if K_RAGGED:  # the last block reaches past K: x is zero there
+                    x_half = tl.load(x_rows + ks[None, :], mask=(ks < K)[None, :], other=0.0)
+                else:
+                    x_half = tl.load(x_rows + ks[None, :])
+                # x's column k_half + 4·q + p, with p = 2·i + j: one contiguous load, split per position
+                x_even, x_odd = tl.split(tl.reshape(x_half, (BLOCK_M, 16, 2, 2)))
+                x_0, x_2 = tl.split(x_even)
+                x_1, x_3 = tl.split(x_odd)
+                for p in tl.static_range(4):
+                    if p == 0:  # a first position is never 3, a second never 0
+                        bits = tl.where(first == 0, low, zero)
+                    elif p == 3:
+                        bits = tl.where(second == 3, high, zero)
+                    else:
+                        bits = tl.where(first == p, low, tl.where(second == p, high, zero))
+                    if INT4:
+                        weights = ((bits - 8).to(tl.float32) * scale).to(dtype)
+                    else:
+                        weights = bits.to(tl.int16).to(dtype, bitcast=True)
+                    x = x_0 if p == 0 else (x_1 if p == 1 else (x_2 if p == 2 else x_3))
+                    if UPCAST:
+                        acc += tl.dot(weights.to(tl.float32), tl.trans(x.to(tl.float32)))
+                    else:
+                        acc = tl.dot(weights, tl.trans(x), acc)
+        row_ok = rows < M
+        store_split_k(acc, out_ptr + rows[None, :] * stride_om + cols[:, None],
+                      sums_ptr + rows[None, :] * N + cols[:, None], row_ok[None, :] & col_ok[:, None],
+                      bias_ptr + cols[:, None], col_ok[:, None], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
 
     _CONFIGS = [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s}, num_warps=w, num_stages=st)
-        for m, n, k, s, w, st in [
-            (16, 64, 128, 1, 4, 4), (16, 64, 128, 4, 4, 4), (16, 128, 128, 2, 4, 4), (16, 32, 128, 8, 4, 4),
-            (16, 64, 64, 8, 4, 4), (32, 64, 128, 2, 4, 4), (32, 128, 64, 1, 4, 4),
-            (64, 64, 128, 1, 4, 4), (64, 128, 64, 1, 4, 4), (64, 128, 128, 1, 8, 3), (128, 128, 64, 1, 8, 3),
-            (128, 256, 64, 1, 8, 3), (64, 256, 64, 1, 8, 3),
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "SPLIT_K": s}, num_warps=w, num_stages=st)
+        for m, n, s, w, st in [
+            (16, 128, 4, 4, 3), (16, 64, 4, 4, 3), (16, 128, 2, 8, 3), (16, 64, 8, 4, 3), (32, 128, 2, 4, 3),
+            (32, 64, 4, 4, 3), (64, 128, 1, 8, 3), (64, 128, 2, 4, 3), (64, 64, 2, 4, 3), (64, 256, 1, 8, 3),
+            (128, 128, 1, 8, 3), (128, 64, 1, 4, 3), (128, 256, 1, 8, 3),
         ]
     ]
 
     def _prune(configs: list, named_args: dict, **kwargs: object) -> list:
-        """BLOCK_K must divide the int4 group size; tiles taller than the (bucketed) M only waste tensor cores."""
-        given = {**named_args, **kwargs}
-        group_size, m_bucket = int(given["GROUP_SIZE"]), int(given["M_BUCKET"])
-        kept = [c for c in configs if c.kwargs["BLOCK_M"] <= m_bucket
-                and (not given["INT4"] or group_size % c.kwargs["BLOCK_K"] == 0)]
-        return kept or configs[:1]
+        """Tiles taller than the (bucketed) M only waste the tensor cores."""
+        m_bucket = int({**named_args, **kwargs}["M_BUCKET"])
+        return [c for c in configs if c.kwargs["BLOCK_M"] <= m_bucket] or configs[:1]
 
     _sparse24_autotuned = triton.autotune(
         configs=_CONFIGS, key=["M_BUCKET", "N", "K", "INT4", "GROUP_SIZE"],
-        prune_configs_by={"early_config_prune": _prune}, reset_to_zero=["out_ptr"],
-        do_bench=autotuner_do_bench,
+        prune_configs_by={"early_config_prune": _prune}, do_bench=autotuner_do_bench,
     )(_sparse24_kernel)
 
 
 def sparse24_matmul(
-    x: torch.Tensor, values: torch.Tensor, meta: torch.Tensor, scale: torch.Tensor | None = None,
+    x: torch.Tensor, words: torch.Tensor, positions: torch.Tensor, scale: torch.Tensor | None = None,
     group_size: int = 0, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
     config: dict | None = None,
 ) -> torch.Tensor:
-    """x [M, K] bf16/fp16 times a 2:4 weight in the kernel layout (to_kernel_layout_24): values [K / 2, N] in
-    x's dtype, or with `scale` [N, K / group_size] int4 codes as int32 [K / 16, N]; meta int32 [K / 32, N]."""
+    """x [M, K] bf16/fp16 times a 2:4 weight in the pair layout (to_kernel_layout_24): words [K' / 4, N] int32
+    (values in x's dtype) or, with `scale` [N, K / group_size], int8 (int4 codes); positions int8 [K' / 8, N]."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16) or x.dim() != 2 or x.stride(-1) != 1:
         raise ValueError(f"x must be a row-major 2-D bf16 or fp16 tensor, got {x.dtype} {tuple(x.shape)}")
     m, k = x.shape
-    n = meta.shape[1]
+    n = positions.shape[1]
+    rows = pair_layout_rows(k)
     int4 = scale is not None
-    if k % 32 or meta.shape != (k // 32, n) or meta.dtype != torch.int32 or meta.stride(-1) != 1:
-        raise ValueError(f"meta must be a row-major int32 [{k // 32}, N] tensor and K={k} a multiple of 32")
-    expected = ((k // 16, n), torch.int32) if int4 else ((k // 2, n), x.dtype)
-    if (tuple(values.shape), values.dtype) != expected or values.stride(-1) != 1:
-        raise ValueError(f"values must be row-major {expected[1]} {list(expected[0])}, got {values.dtype} "
-                         f"{list(values.shape)}")
-    if int4 and (not group_size or k % group_size or group_size % 32 or scale.shape != (n, k // group_size)
-                 or scale.stride(-1) != 1):
-        raise ValueError(f"scale must be row-major [{n}, K / group_size] with group_size a multiple of 32 "
-                         f"dividing K={k}")
+    if k % 32 or positions.shape != (rows // 2, n) or positions.dtype != torch.int8 or not positions.is_contiguous():
+        raise ValueError(f"positions must be a contiguous int8 [{rows // 2}, N] tensor and K={k} a multiple of 32")
+    expected = torch.int8 if int4 else torch.int32
+    if (tuple(words.shape), words.dtype) != ((rows, n), expected) or not words.is_contiguous():
+        raise ValueError(f"words must be contiguous {expected} [{rows}, {n}], got {words.dtype} "
+                         f"{list(words.shape)}")
+    if int4 and (not group_size or k % group_size or group_size % 32 or scale.shape != (n, k // group_size)):
+        raise ValueError(f"scale must be [{n}, K / group_size] with group_size a multiple of 32 dividing K={k}")
     if bias is not None and bias.shape != (n,):
         raise ValueError(f"bias must be [{n}]")
     if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or out.stride(-1) != 1):
         raise ValueError(f"out must be a row-major [{m}, {n}] {x.dtype} tensor")
-    split_k = (config or {}).get("SPLIT_K", 1)
-    accumulate = config is None or split_k > 1
-    target = torch.zeros(m, n, device=x.device, dtype=torch.float32) if accumulate else (
-        out if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype))
+    target = out if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
+    sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * triton.cdiv(n, 16))
 
-    def grid(meta_args: dict) -> tuple[int, int]:
-        return (triton.cdiv(m, meta_args["BLOCK_M"]) * triton.cdiv(n, meta_args["BLOCK_N"]), meta_args["SPLIT_K"])
+    def grid(meta: dict) -> tuple[int, int]:
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
-    operands = (x, values, meta, scale if int4 else meta, bias if bias is not None else meta, target)
-    strides = (x.stride(0), values.stride(0), meta.stride(0), scale.stride(0) if int4 else 0, target.stride(0))
-    flags = {"INT4": int4, "GROUP_SIZE": group_size or 32, "HAS_BIAS": bias is not None}
+    scale_arg = scale if int4 else words
+    args = (x, words, positions, scale_arg, bias if bias is not None else scale_arg, target, sums, arrivals, m, n, k,
+            x.stride(0), words.stride(0), positions.stride(0), *(scale.stride() if int4 else (0, 0)), target.stride(0))
+    flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "INT4": int4, "GROUP_SIZE": group_size or 32,
+             "HAS_BIAS": bias is not None, "K_RAGGED": k % PAIR_BLOCK != 0}
     if config is None and x.is_cuda:
-        _sparse24_autotuned[grid](*operands, m, n, k, *strides, **flags, M_BUCKET=max(16, triton.next_power_of_2(m)),
-                                  UPCAST=False)
+        _sparse24_autotuned[grid](*args, **flags, UPCAST=False)
     else:
-        config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, **(config or {})}
-        _sparse24_kernel[grid(config)](*operands, m, n, k, *strides, **flags,
-                                       M_BUCKET=max(16, triton.next_power_of_2(m)), UPCAST=interpreted(), **config)
-    if target is out or (out is None and target.dtype == x.dtype):
-        return target
-    return target.to(x.dtype) if out is None else out.copy_(target)
+        config = {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, **(config or {})}
+        if config["BLOCK_M"] < 16 or config["BLOCK_N"] < 16:
+            raise ValueError("tiles are at least 16 x 16 (the split-K counters are sized for that)")
+        _sparse24_kernel[grid(config)](*args, **flags, UPCAST=interpreted(), **config)
+    return target

@@ -4,7 +4,8 @@ From M of about a hundred on, an 8-bit matmul is bound by the tensor cores as mu
 pointer kernel in w8a8.py lacks there is the Hopper copy engine: TMA moves each tile into shared memory with
 one instruction (no address arithmetic, no masks: out-of-bounds rows and columns arrive as zeros) while the
 warps keep the tensor cores busy. One program per SM walks the output tiles in grouped order, so the
-launch has no tail wave of half-idle SMs and the next tile's loads start under the current tile's epilogue.
+launch has no tail wave of half-idle SMs and the next tile's loads start under the current tile's epilogue;
+outputs with too few tiles for the SMs split K as well.
 
 TMA needs 16-byte aligned bases and row strides (`tma_eligible`); anything else stays on the pointer kernel.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, triton
 from kernels.tuning import autotuner_do_bench
 
@@ -39,20 +41,26 @@ if triton is not None:
 
     @triton.jit
     def _scaled_matmul_tma_kernel(
-        x_desc, w_desc, xs_ptr, ws_ptr, bias_ptr, out_ptr, M, N, K, stride_om,
+        x_desc, w_desc, xs_ptr, ws_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr, M, N, K, stride_om,
         M_BUCKET: tl.constexpr, INT8: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+        SPLIT_K: tl.constexpr,
     ):
+        """Work unit u is K slice u % SPLIT_K of tile u // SPLIT_K: a narrow output (N = 4096) has too few tiles
+        to fill the SMs, and its slices meet in the split-K workspace (kernels/split_k.py)."""
         tiles_m = tl.cdiv(M, BLOCK_M)
         tiles_n = tl.cdiv(N, BLOCK_N)
         steps = tl.cdiv(K, BLOCK_K)
-        for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, tl.num_programs(0), flatten=True):
+        per_split = tl.cdiv(steps, SPLIT_K)
+        for unit in tl.range(tl.program_id(0), tiles_m * tiles_n * SPLIT_K, tl.num_programs(0), flatten=True):
+            tile = unit // SPLIT_K
+            first = (unit % SPLIT_K) * per_split
             tile_m, tile_n = _tile_position(tile, tiles_m, tiles_n, GROUP_M)
             if INT8 and not UPCAST:
                 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
             else:
                 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-            for step in range(steps):
+            for step in range(first, min(first + per_split, steps)):
                 x = x_desc.load([tile_m * BLOCK_M, step * BLOCK_K])
                 w = w_desc.load([tile_n * BLOCK_N, step * BLOCK_K])
                 if UPCAST:  # the interpreter's 8-bit dots are checked in fp32 (exact for these integer products)
@@ -67,10 +75,9 @@ if triton is not None:
             col_ok = cols < N
             y = acc.to(tl.float32) * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[None, :]
             y = y * tl.load(xs_ptr + rows, mask=row_ok, other=0.0)[:, None]
-            if HAS_BIAS:
-                y += tl.load(bias_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)[None, :]
-            tl.store(out_ptr + rows[:, None] * stride_om + cols[None, :], y.to(out_ptr.dtype.element_ty),
-                     mask=row_ok[:, None] & col_ok[None, :])
+            store_split_k(y, out_ptr + rows[:, None] * stride_om + cols[None, :],
+                          sums_ptr + rows[:, None] * N + cols[None, :], row_ok[:, None] & col_ok[None, :],
+                          bias_ptr + cols[None, :], col_ok[None, :], arrivals_ptr + tile, HAS_BIAS, SPLIT_K)
 
     def _block_shapes(nargs: dict) -> None:
         """A descriptor's box is the config's tile: set before every launch the autotuner makes."""
@@ -78,12 +85,15 @@ if triton is not None:
         nargs["w_desc"].block_shape = [nargs["BLOCK_N"], nargs["BLOCK_K"]]
 
     _CONFIGS = [
-        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "GROUP_M": 8}, num_warps=w, num_stages=st,
-                      pre_hook=_block_shapes)
-        for m, n, k, w, st in [  # the leaders of a sweep over 13 tiles at M = 64, 128, 256 (H200, FP8)
-            (64, 256, 128, 8, 4), (64, 256, 128, 4, 4), (64, 128, 256, 4, 3), (128, 256, 128, 8, 4),
-            (128, 256, 128, 8, 3), (128, 256, 64, 8, 4), (128, 128, 256, 8, 3), (128, 128, 128, 4, 4),
-            (256, 128, 128, 8, 3),
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": split, "GROUP_M": 8}, num_warps=w,
+                      num_stages=st, pre_hook=_block_shapes)
+        for m, n, k, split, w, st in [  # the leaders of a sweep over 13 tiles at M = 64, 128, 256 (H200, FP8)
+            (64, 256, 128, 1, 8, 4), (64, 256, 128, 1, 4, 4), (64, 128, 256, 1, 4, 3), (128, 256, 128, 1, 8, 4),
+            (128, 256, 128, 1, 8, 3), (128, 256, 64, 1, 8, 4), (128, 128, 256, 1, 8, 3), (128, 128, 128, 1, 4, 4),
+            (256, 128, 128, 1, 8, 3),
+            # K slices for narrow outputs (N = 4096: 16 to 32 tiles for 132 SMs)
+            (64, 128, 128, 4, 4, 4), (64, 128, 256, 2, 4, 3), (64, 256, 128, 2, 8, 4), (128, 128, 128, 2, 4, 4),
+            (128, 256, 128, 2, 8, 4),
         ]
     ]
 
@@ -117,15 +127,20 @@ def scaled_matmul_tma(
     w_desc = TensorDescriptor.from_tensor(weight, [16, 16])
 
     def grid(meta: dict) -> tuple[int]:
-        return (_programs(x.device, triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"])),)
+        units = triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]) * meta["SPLIT_K"]
+        return (_programs(x.device, units),)
 
-    args = (x_desc, w_desc, x_scale, w_scale, bias if bias is not None else w_scale, out, m, n, k, out.stride(0))
+    sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * triton.cdiv(n, 16))
+    args = (x_desc, w_desc, x_scale, w_scale, bias if bias is not None else w_scale, out, sums, arrivals,
+            m, n, k, out.stride(0))
     flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "INT8": weight.dtype == torch.int8,
              "HAS_BIAS": bias is not None}
     if config is None:
         _scaled_matmul_tma_autotuned[grid](*args, **flags, UPCAST=False)
     else:
-        config = {"GROUP_M": 4, **config}
+        config = {"GROUP_M": 4, "SPLIT_K": 1, **config}
+        if config["BLOCK_M"] < 16 or config["BLOCK_N"] < 16:
+            raise ValueError("tiles are at least 16 x 16 (the split-K counters are sized for that)")
         _block_shapes({"x_desc": x_desc, "w_desc": w_desc, **config})
         _scaled_matmul_tma_kernel[grid(config)](*args, **flags, UPCAST=interpreted(), **config)
     return out

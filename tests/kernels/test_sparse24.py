@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from compressed_tensors.compressors.pack_quantized.helpers import pack_to_int32
 
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
-from kernels.sparse24 import compress_24, decompress_24, sparse24_matmul, sparse24_reference, to_kernel_layout_24
+from kernels.sparse24 import sparse24_matmul, sparse24_reference
+from kernels.sparse24_layout import compress_24, decompress_24, from_kernel_layout_24, to_kernel_layout_24
 from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
 
 
@@ -37,11 +37,28 @@ def test_a_weight_that_is_not_2_of_4_is_refused() -> None:
         compress_24(weight[:, :48])
 
 
+@pytest.mark.parametrize("k", [96, 128, 160, 256])
+def test_pair_layout_round_trips(k: int) -> None:
+    weight = _pruned(24, k, seed=k)
+    values, meta = compress_24(weight)
+    words, positions = to_kernel_layout_24(values, meta)
+    assert words.shape == (32 * -(-k // 128), 24) and words.dtype == torch.int32 and positions.dtype == torch.int8
+    back = from_kernel_layout_24(words, positions, k, torch.bfloat16)
+    assert torch.equal(back[0], values) and torch.equal(back[1], meta)
+    codes = torch.randint(-8, 8, weight.shape, generator=torch.Generator().manual_seed(k)) * (weight != 0)
+    codes = codes.to(torch.int8)
+    kept, code_meta = compress_24(codes)
+    words, positions = to_kernel_layout_24(kept, code_meta)
+    assert words.dtype == torch.int8 and positions.shape == (16 * -(-k // 128), 24)
+    back = from_kernel_layout_24(words, positions, k, torch.bfloat16)
+    assert torch.equal(back[0], kept) and torch.equal(back[1], code_meta)
+
+
 @pytest.mark.parametrize(("m", "n", "k", "config"), [
-    (1, 40, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}),
-    (7, 33, 96, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3}),
-    (35, 48, 128, {"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 1}),
-    (5, 24, 96, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 2}),  # K not a multiple of BLOCK_K
+    (1, 40, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),
+    (7, 33, 96, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 3}),
+    (35, 48, 128, {"BLOCK_M": 32, "BLOCK_N": 32, "SPLIT_K": 1}),
+    (5, 24, 416, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),  # K past the last full block, split unevenly
 ])
 def test_bf16_kernel_matches_the_dense_matmul(m: int, n: int, k: int, config: dict) -> None:
     weight = _pruned(n, k, seed=n + k)
@@ -57,8 +74,10 @@ def test_bf16_kernel_matches_the_dense_matmul(m: int, n: int, k: int, config: di
 
 
 @pytest.mark.parametrize(("m", "n", "k", "group_size", "config"), [
-    (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1}),
-    (9, 24, 256, 128, {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 2}),
+    (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),
+    (9, 24, 256, 128, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),
+    (18, 40, 192, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),  # groups shorter than a block, K ragged
+    (3, 16, 384, 96, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),  # groups straddling blocks
 ])
 def test_int4_kernel_matches_the_dequantized_matmul(m: int, n: int, k: int, group_size: int, config: dict) -> None:
     pruned = _pruned(n, k, seed=n).float()
@@ -75,14 +94,14 @@ def test_int4_kernel_matches_the_dequantized_matmul(m: int, n: int, k: int, grou
 
 
 def test_bad_arguments_are_refused() -> None:
-    values, meta = to_kernel_layout_24(*(t.to(DEVICE) for t in compress_24(_pruned(32, 64, seed=2))))
+    words, positions = to_kernel_layout_24(*(t.to(DEVICE) for t in compress_24(_pruned(32, 64, seed=2))))
     x = randn(2, 64, seed=0)
     with pytest.raises(ValueError, match="bf16 or fp16"):
-        sparse24_matmul(x.float(), values, meta)
-    with pytest.raises(ValueError, match="meta"):
-        sparse24_matmul(x, values, meta[:1].contiguous())
-    with pytest.raises(ValueError, match="values"):
-        sparse24_matmul(x, values.float(), meta)
+        sparse24_matmul(x.float(), words, positions)
+    with pytest.raises(ValueError, match="positions"):
+        sparse24_matmul(x, words, positions[:1].contiguous())
+    with pytest.raises(ValueError, match="words"):
+        sparse24_matmul(x, words.float(), positions)
     with pytest.raises(ValueError, match="scale"):
-        sparse24_matmul(x, pack_to_int32(torch.zeros(32, 32, dtype=torch.int8), 4, packed_dim=0).to(DEVICE), meta,
+        sparse24_matmul(x, torch.zeros(32, 32, dtype=torch.int8, device=DEVICE), positions,
                         scale=torch.ones(32, 1, device=DEVICE), group_size=48)

@@ -81,6 +81,7 @@ def test_bad_arguments_are_refused() -> None:
 TMA_CONFIGS = [
     {"TMA": True, "BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32},
     {"TMA": True, "BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "GROUP_M": 2},
+    {"TMA": True, "BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3},
 ]
 
 
@@ -88,6 +89,8 @@ TMA_CONFIGS = [
 @pytest.mark.parametrize(("m", "n", "k", "config", "with_bias"), [
     # more tiles than the interpreter's four persistent programs, ragged in M, N and K (out-of-box reads are zeros)
     (37, 80, 96, TMA_CONFIGS[0], True), (5, 48, 160, TMA_CONFIGS[1], False), (70, 33, 48, TMA_CONFIGS[1], True),
+    # K slices meeting in the split-K workspace, the last one short (K = 160: five 32-steps over three slices)
+    (20, 40, 160, TMA_CONFIGS[2], True), (3, 16, 96, TMA_CONFIGS[2], False),
 ])
 def test_tma_kernel_matches_the_reference(dtype, m, n, k, config, with_bias) -> None:  # type: ignore[no-untyped-def]
     codes, scale = _weight(dtype, n, k, seed=3 * n + k)
