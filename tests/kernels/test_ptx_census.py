@@ -29,7 +29,7 @@ def _rows(tmp_path: Path, *args: str) -> dict[str, dict]:
 
 
 def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> None:
-    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-fp16-zero,w4a16-gemv,w8a8-int8")
+    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-fp16-zero,w4a16-gemv,w8a8-int8,2of4")
     w4a16 = hopper["w4a16"]
     assert w4a16["counts"]["wgmma"] > 0 and w4a16["counts"]["mma_sync"] == 0
     assert w4a16["mma_a_in_registers"] and w4a16["shared_bytes"] > 0
@@ -44,6 +44,10 @@ def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> No
     # (4.6 per code before the offsets moved into the group sums and the odd column's nibbles shared x)
     assert 2 < gemv["loop_instructions_per_weight"] < 4
     assert hopper["w8a8-int8"]["counts"]["wgmma"] > 0 and not hopper["w8a8-int8"]["mma_a_in_registers"]
+    # 2:4 rebuilds its dense tile in registers as the first operand (a select depending on an arange along K
+    # made Triton stage it through shared memory, 40 st.shared; x arrives by cp.async)
+    sparse = hopper["2of4"]
+    assert sparse["mma_a_in_registers"] and sparse["counts"]["st_shared"] == 0
     ampere = _rows(tmp_path, "--arch", "80", "--kernels", "w4a16")["w4a16"]
     assert ampere["counts"]["mma_sync"] > 0 and ampere["counts"]["wgmma"] == 0
 
