@@ -7,8 +7,9 @@ along N, so a tile is coalesced along N. Row 32·b + r holds group r of block b 
 (bf16/fp16 as an int32, low half the first; int4 codes as one byte, +8, low nibble the first). The positions
 sit in a separate int8 array, row 16·b + q holding group q (low nibble) and group q + 16 (high nibble) of block
 b, 9 bits per weight in all for bf16 and 3 for int4. The kernel rebuilds the dense weights of input columns
-k = 128·b + 4·r + p for one position p at a time: every step from the loads to the MMA operand is then
-elementwise on a [BLOCK_N, 32] tile, which keeps the rebuilt tile in registers."""
+k = 128·b + 64·h + 4·q + p for one half block h and one position p at a time: every step from the loads to the
+MMA operand is then elementwise on a [BLOCK_N, 16] tile (the nibble of half h a constant shift), which keeps
+the rebuilt tile in registers."""
 
 from __future__ import annotations
 

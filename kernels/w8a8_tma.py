@@ -1,9 +1,9 @@
 """W8A8 (int8 and FP8) at prefill sizes: a persistent matmul whose operand tiles arrive by TMA.
 
-From M of about a hundred on, an 8-bit matmul is bound by the tensor cores as much as by HBM, and what the
-pointer kernel in w8a8.py lacks there is the Hopper copy engine: TMA moves each tile into shared memory with
-one instruction (no address arithmetic, no masks: out-of-bounds rows and columns arrive as zeros) while the
-warps keep the tensor cores busy. One program per SM walks the output tiles in grouped order, so the
+From a few dozen rows on (w8a8.TMA_FROM_ROWS), an 8-bit matmul leans on the tensor cores as much as on
+HBM, and what the pointer kernel in w8a8.py lacks there is the Hopper copy engine: TMA moves each tile into
+shared memory with one instruction (no address arithmetic, no masks: out-of-bounds rows and columns arrive as
+zeros) while the warps keep the tensor cores busy. One program per SM walks the output tiles in grouped order, so the
 launch has no tail wave of half-idle SMs and the next tile's loads start under the current tile's epilogue;
 outputs with too few tiles for the SMs split K as well.
 
