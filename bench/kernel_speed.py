@@ -6,7 +6,9 @@ copy bandwidth).
 Shapes (K, N) from the issue, M = 1..256; enough weight copies rotated per call that they never sit in L2.
 Every entry is timed twice: replayed from a CUDA graph (do_bench_cudagraph: GPU time, how a decoding model runs
 them; the table and the targets use these) and launched from Python (do_bench, under "eager" in the JSON: adds
-the launch overhead the GPU waits for). Run on a GPU:  python bench/kernel_speed.py [--quick] [--kernels a,b]
+the launch overhead the GPU waits for). W8A8 rows time the matmul with x quantized beforehand, as
+torch._scaled_mm is timed, and the whole layer with our per-token activation quantization as layer_us.
+Run on a GPU:  python bench/kernel_speed.py [--quick] [--kernels a,b]
 (not bench/kernels.py: a script of that name would shadow the `kernels` package for every bench script).
 """
 
@@ -219,17 +221,20 @@ def _measure(kernel: str, k: int, n: int, bandwidth: float) -> list[dict]:
         expected = x.float() @ layer.dense.T
         error = ((layer.run(x, layer.operands).float() - expected).norm() / expected.norm()).item()
         peer = layer.peer_factory(x)
-        if kernel == "w8a8-fp8":  # compare matmul with matmul: quantize x once outside the timed call
-            codes_x, scale_x = quantize_per_token(x, torch.float8_e4m3fn)
+        whole_layer = lambda x=x: layer.run(x, operands())  # noqa: E731
+        if kernel in ("w8a8-int8", "w8a8-fp8"):  # the matmul alone: x quantized once outside the timed call
+            codes_x, scale_x = quantize_per_token(x, torch.int8 if kernel == "w8a8-int8" else torch.float8_e4m3fn)
             run = lambda c=codes_x, s=scale_x: scaled_matmul(c, s, *operands(), torch.bfloat16)  # noqa: E731
         else:
-            run = lambda x=x: layer.run(x, operands())  # noqa: E731
+            run = whole_layer
         bf16 = lambda x=x: torch.matmul(x, dense()[0].T)  # noqa: E731
         ours = _graph_time_us(run)
         row = {
             "kernel": kernel, "K": k, "N": n, "M": m,
             "bf16_us": _graph_time_us(bf16),
             "ours_us": ours,
+            # W8A8: with the per-token activation quantization kernel that feeds the matmul
+            "layer_us": _graph_time_us(whole_layer) if run is not whole_layer else ours,
             "peer_us": _peer_graph_time_us(peer),
             "floor_us": (layer.nbytes + x.nbytes + m * n * 2) / bandwidth * 1e6,
             "relative_error": error,
@@ -241,13 +246,15 @@ def _measure(kernel: str, k: int, n: int, bandwidth: float) -> list[dict]:
         rows.append(row)
         peer_text = f"{row['peer_us']:8.1f}" if row["peer_us"] is not None else "     n/a"
         print(f"{kernel:<11} K={k:>5} N={n:>5} M={m:>3}  bf16 {row['bf16_us']:7.1f}  peer {peer_text}  ours "
-              f"{ours:7.1f}  floor {row['floor_us']:6.1f} us  x{row['bf16_us'] / ours:.2f} vs bf16  "
+              f"{ours:7.1f}  layer {row['layer_us']:7.1f}  floor {row['floor_us']:6.1f} us  "
+              f"x{row['bf16_us'] / ours:.2f} vs bf16  "
               f"{row['target'] or ''} {'' if goal is None else ('met' if row['target_met'] else 'NOT met')}  "
               f"err {error:.1e}", flush=True)
     return rows
 
 
-PEERS = {"w4a16": "tinygemm int4", "w8a8-int8": "-", "w8a8-fp8": "torch._scaled_mm (matmul only, both sides)",
+PEERS = {"w4a16": "tinygemm int4", "w8a8-int8": "- (ours_us: the matmul; layer_us adds the activation quantization)",
+         "w8a8-fp8": "torch._scaled_mm (matmul only, both sides; layer_us adds our activation quantization)",
          "2of4": "torch semi-structured 2:4", "2of4-w4a16": "-"}
 
 
