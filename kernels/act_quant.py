@@ -52,10 +52,6 @@ if triton is not None:
             ks = tl.arange(0, BLOCK_K)
             x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
             peak = tl.max(tl.abs(x), axis=0)
-            scale = tl.where(peak > 0, peak / CODE_MAX, 1.0)
-            tl.store(scale_ptr + row, scale)
-            tl.store(q_ptr + row * stride_qm + ks, _codes(x / scale, CODE_MAX, TO_INT8).to(q_ptr.dtype.element_ty),
-                     mask=ks < K)
         else:
             absmax = tl.zeros((BLOCK_K,), dtype=tl.float32)
             for k0 in range(0, K, BLOCK_K):
@@ -63,8 +59,12 @@ if triton is not None:
                 x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)
                 absmax = tl.maximum(absmax, tl.abs(x))
             peak = tl.max(absmax, axis=0)
-            scale = tl.where(peak > 0, peak / CODE_MAX, 1.0)
-            tl.store(scale_ptr + row, scale)
+        scale = tl.where(peak > 0, peak / CODE_MAX, 1.0)
+        tl.store(scale_ptr + row, scale)
+        if ONE_PASS:
+            tl.store(q_ptr + row * stride_qm + ks, _codes(x / scale, CODE_MAX, TO_INT8).to(q_ptr.dtype.element_ty),
+                     mask=ks < K)
+        else:
             for k0 in range(0, K, BLOCK_K):
                 ks = k0 + tl.arange(0, BLOCK_K)
                 x = tl.load(x_ptr + row * stride_xm + ks, mask=ks < K, other=0.0).to(tl.float32)

@@ -20,6 +20,8 @@ from kernels.w8a8_tma import scaled_matmul_tma, tma_eligible
 if triton is not None:
     import triton.language as tl
 
+    from kernels.w8a8_tma import tile_position
+
 WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
 TMA_FROM_ROWS = 33  # from the 64-row bucket on, W8A8 runs the persistent TMA kernel (w8a8_tma.py) on Hopper
 ACTIVATION_DTYPES = (torch.int8, torch.float8_e4m3fn, torch.bfloat16, torch.float16)
@@ -49,14 +51,7 @@ if triton is not None:
     ):
         pid = tl.program_id(0)
         split = tl.program_id(1)
-        # grouped tile order: consecutive programs share weight tiles while they are still in L2
-        tiles_m = tl.cdiv(M, BLOCK_M)
-        tiles_n = tl.cdiv(N, BLOCK_N)
-        per_group = GROUP_M * tiles_n
-        first_m = (pid // per_group) * GROUP_M
-        group_rows = min(tiles_m - first_m, GROUP_M)
-        tile_m = first_m + (pid % per_group) % group_rows
-        tile_n = (pid % per_group) // group_rows
+        tile_m, tile_n = tile_position(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
         rows = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
         cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < M

@@ -32,8 +32,9 @@ def tma_eligible(x: torch.Tensor, weight: torch.Tensor) -> bool:
 if triton is not None:
 
     @triton.jit
-    def _tile_position(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
-        """Grouped order: GROUP_M row tiles share each weight tile while it is still in L2."""
+    def tile_position(tile, tiles_m, tiles_n, GROUP_M: tl.constexpr):
+        """(row tile, column tile) of output tile `tile` in grouped order: GROUP_M row tiles share each weight
+        tile while it is still in L2 (the pointer kernel in w8a8.py walks the same order)."""
         per_group = GROUP_M * tiles_n
         first_m = (tile // per_group) * GROUP_M
         group_rows = min(tiles_m - first_m, GROUP_M)
@@ -55,7 +56,7 @@ if triton is not None:
         for unit in tl.range(tl.program_id(0), tiles_m * tiles_n * SPLIT_K, tl.num_programs(0), flatten=True):
             tile = unit // SPLIT_K
             first = (unit % SPLIT_K) * per_split
-            tile_m, tile_n = _tile_position(tile, tiles_m, tiles_n, GROUP_M)
+            tile_m, tile_n = tile_position(tile, tiles_m, tiles_n, GROUP_M)
             if INT8 and not UPCAST:
                 acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
             else:
