@@ -198,6 +198,8 @@ def w4a16_matmul(
     if k % group_size or group_size % 32:
         raise ValueError(f"group_size {group_size} must be a multiple of 32 that divides K={k}")
     _check_group_tensor("scale", scale, (n, k // group_size))
+    if scale.dtype != x.dtype:  # the tile kernel applies scales as pairs of x's 16-bit floats
+        raise ValueError(f"scale must have x's dtype {x.dtype}, got {scale.dtype}")
     if zero_point is not None:
         _check_group_tensor("zero_point", zero_point, (n, k // group_size))
         if zero_point.dtype != torch.int8:

@@ -134,6 +134,9 @@ def test_bad_arguments_are_refused() -> None:
         w4a16_matmul(x, packed, scale[:, :1].contiguous(), 32)
     with pytest.raises(ValueError, match="group_size"):
         w4a16_matmul(x, packed, scale, 48)
+    for wrong in (torch.float32, torch.float16):  # fp32 scales once aborted the process in Triton's compiler
+        with pytest.raises(ValueError, match="scale must have x's dtype"):
+            w4a16_matmul(x, packed, scale.to(wrong), 32)
     with pytest.raises(ValueError, match="zero_point"):
         w4a16_matmul(x, packed, scale, 32, zero_point=torch.zeros(32, 2, dtype=torch.int32))
     with pytest.raises(ValueError, match="out"):
