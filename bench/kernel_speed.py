@@ -262,9 +262,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the largest shape only")
     parser.add_argument("--kernels", default=",".join(KERNELS))
+    parser.add_argument("--shapes", help="KxN,... among the issue's shapes (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     shapes = SHAPES[-1:] if args.quick else SHAPES
+    if args.shapes:
+        shapes = [shape for shape in shapes if f"{shape[0]}x{shape[1]}" in args.shapes.split(",")]
+        if not shapes:
+            parser.error(f"--shapes takes some of {', '.join(f'{k}x{n}' for k, n in SHAPES)}")
     bandwidth = _copy_bandwidth()
     rows: list[dict] = []
     failures: list[dict] = []

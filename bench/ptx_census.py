@@ -105,7 +105,7 @@ def _specs() -> dict[str, KernelSpec]:
         "w4a16": w4a16(16, 256, 4, 4),
         "w4a16-m128": w4a16(128, 128, 1, 8),
         "w4a16-fp16-zero": w4a16(16, 256, 4, 4, fp16=True),
-        "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers[1:],
+        "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers,
                                  {**w4a16_flags, "PAIRED": True, "X_MASKED": False, "BLOCK_N": 64,
                                   "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0}, 2, 3, 64 * 64),
         "w8a8-int8": w8a8("i8"),

@@ -85,3 +85,17 @@ def autotuner_do_bench(kernel_call: Callable[[], object], quantiles: Sequence[fl
     """triton.autotune's `do_bench` hook: cold_time_ms for every quantile asked (one measurement)."""
     measured = cold_time_ms(kernel_call)
     return [measured for _ in quantiles]
+
+
+_CHOICES: dict[tuple, bool] = {}
+
+
+def second_is_faster(key: tuple, first: Callable[[], object], second: Callable[[], object]) -> bool:
+    """Whether `second` beat `first` when both were timed (cold_time_ms) for this key: each key is timed once per
+    process. Never inside a CUDA graph capture, where `first` is taken and nothing is remembered."""
+    if key not in _CHOICES:
+        if torch.cuda.is_current_stream_capturing():
+            return False
+        first_ms = cold_time_ms(first)
+        _CHOICES[key] = cold_time_ms(second) < first_ms
+    return _CHOICES[key]

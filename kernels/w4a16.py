@@ -10,14 +10,12 @@ Split-K spreads one output tile's K loop over several programs that add into a s
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
 from kernels.int4_layout import QUAD_BLOCK, dequantize_int4, group_nibbles, kernel_layout_shape
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
-from kernels.tuning import autotuner_do_bench, cold_time_ms
+from kernels.tuning import autotuner_do_bench, second_is_faster
 from kernels.w4a16_dequantize import dequantize_to_kn
 from kernels.w4a16_gemv import GEMV_CANDIDATE_ROWS, run_gemv
 
@@ -153,20 +151,6 @@ if triton is not None:
 # took about as long as the GEMV at one row on some shapes, and at 28672 x 8192 it beat dequantize-then-cuBLAS up
 # to 256 rows while the kernels of an earlier layout lost from 256. So both candidates of a range are timed once.
 DEQUANTIZE_CANDIDATE_ROWS = 128
-_CHOICES: dict[tuple, bool] = {}
-
-
-def _second_is_faster(key: tuple, first: Callable[[], object], second: Callable[[], object]) -> bool:
-    """Whether `second` beat `first` when timed for this key (timed once; never inside a graph capture, where
-    `first` is taken)."""
-    if key not in _CHOICES:
-        if torch.cuda.is_current_stream_capturing():
-            return False
-        first_ms = cold_time_ms(first)
-        _CHOICES[key] = cold_time_ms(second) < first_ms
-    return _CHOICES[key]
-
-
 def _check_group_tensor(name: str, tensor: torch.Tensor, shape: tuple[int, int]) -> None:
     """Scales and zero points may be strided either way: [N, K / G] as checkpoints hold them, or its transpose
     made contiguous (Int4Linear's choice: a tile's scales are then one contiguous row)."""
@@ -256,9 +240,9 @@ def w4a16_matmul(
 
     shape = (n, k, group_size, x.dtype, zero_point is not None, bias is not None, x.device)
     if m <= GEMV_CANDIDATE_ROWS:
-        chosen = fused if _second_is_faster(("gemv or tile", m, *shape), gemv, fused) else gemv
+        chosen = fused if second_is_faster(("gemv or tile", m, *shape), gemv, fused) else gemv
     elif m >= DEQUANTIZE_CANDIDATE_ROWS:
-        dequantize = _second_is_faster(("tile or dequantize", tile_flags["M_BUCKET"], *shape), fused, dequantized)
+        dequantize = second_is_faster(("tile or dequantize", tile_flags["M_BUCKET"], *shape), fused, dequantized)
         chosen = dequantized if dequantize else fused
     else:
         chosen = fused

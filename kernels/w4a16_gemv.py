@@ -134,6 +134,7 @@ if triton is not None:
     @triton.jit
     def _w4a16_gemv_kernel(
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
+        M,  # rows (one per program row): unused inside, but the autotuner's key: one row wants more K slices
         N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, GROUP_NIBBLES: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
@@ -226,7 +227,7 @@ if triton is not None:
     ]
 
     _w4a16_gemv_autotuned = triton.autotune(
-        configs=_GEMV_CONFIGS, key=["N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"], do_bench=autotuner_do_bench,
+        configs=_GEMV_CONFIGS, key=["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"], do_bench=autotuner_do_bench,
     )(triton.heuristics({"X_MASKED": lambda meta: _x_masked(meta["K"], meta["BLOCK_K"])})(_w4a16_gemv_kernel))
 
 
@@ -237,7 +238,7 @@ def _x_masked(k: int, block_k: int) -> bool:
 
 
 def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, pinned: dict | None) -> None:
-    """One program row per input row; autotuned per (N, K, group) unless `pinned` gives the tile. `args` and
+    """One program row per input row; autotuned per (M, N, K, group) unless `pinned` gives the tile. `args` and
     `strides` as the tile kernel takes them: the quad layout is read here as int32 column pairs."""
     packed = args[1].view(torch.int32)
     args = (args[0], packed, *args[2:])
@@ -251,8 +252,8 @@ def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, p
         return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
     if pinned is None:
-        _w4a16_gemv_autotuned[grid](*args, n, k, *strides, **flags)
+        _w4a16_gemv_autotuned[grid](*args, m, n, k, *strides, **flags)
     else:
         pinned = {"BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, "STAGES": 0, **pinned}
-        _w4a16_gemv_kernel[grid(pinned)](*args, n, k, *strides, **flags, **pinned,
+        _w4a16_gemv_kernel[grid(pinned)](*args, m, n, k, *strides, **flags, **pinned,
                                          X_MASKED=_x_masked(k, pinned["BLOCK_K"]), num_warps=4)

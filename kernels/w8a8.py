@@ -14,7 +14,7 @@ import torch
 
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
-from kernels.tuning import autotuner_do_bench
+from kernels.tuning import autotuner_do_bench, second_is_faster
 from kernels.w8a8_tma import scaled_matmul_tma, tma_eligible
 
 if triton is not None:
@@ -23,7 +23,7 @@ if triton is not None:
     from kernels.w8a8_tma import tile_position
 
 WEIGHT_DTYPES = (torch.int8, torch.float8_e4m3fn)
-TMA_FROM_ROWS = 33  # from the 64-row bucket on, W8A8 runs the persistent TMA kernel (w8a8_tma.py) on Hopper
+TMA_FROM_ROWS = 33  # from the 64-row bucket on, W8A8 may run the persistent TMA kernel (w8a8_tma.py) on Hopper
 ACTIVATION_DTYPES = (torch.int8, torch.float8_e4m3fn, torch.bfloat16, torch.float16)
 
 
@@ -92,6 +92,8 @@ if triton is not None:
             (128, 128, 128, 1, 8, 3), (128, 256, 128, 1, 8, 3), (128, 128, 64, 1, 4, 4),
             (128, 256, 128, 1, 8, 4), (256, 128, 128, 1, 8, 3), (128, 128, 128, 1, 4, 4), (64, 256, 128, 1, 4, 4),
             (128, 256, 64, 1, 8, 4), (256, 128, 64, 1, 8, 4), (128, 128, 128, 1, 8, 4),
+            # K slices for narrow outputs at prefill sizes (N = 4096: 32 tiles of 128 x 128 for 132 SMs)
+            (128, 128, 128, 4, 8, 3), (64, 128, 128, 4, 4, 4), (128, 64, 128, 2, 4, 4),
         ]
     ]
 
@@ -111,7 +113,7 @@ def _has_tma(device: torch.device) -> bool:
     return torch.cuda.get_device_capability(device)[0] >= 9
 
 
-def _takes_tma_path(x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, config: dict | None) -> bool:
+def _tma_candidate(x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, config: dict | None) -> bool:
     """Pinned by `config["TMA"]` (tests); else quantized x of at least TMA_FROM_ROWS rows on a Hopper or later
     GPU, with operands a TMA descriptor can address."""
     if config is not None and config.get("TMA"):
@@ -153,9 +155,30 @@ def scaled_matmul(
     if out is not None and (out.shape != (m, n) or out.dtype != out_dtype or out.stride(-1) != 1):
         raise ValueError(f"out must be a row-major [{m}, {n}] {out_dtype} tensor")
     target = out if out is not None else torch.empty(m, n, device=x.device, dtype=out_dtype)
-    if _takes_tma_path(x, x_scale, weight, config):
+    if _tma_candidate(x, x_scale, weight, config):
         tile = None if config is None else {key: value for key, value in config.items() if key != "TMA"}
-        return scaled_matmul_tma(x, x_scale, weight, w_scale, bias, target, tile)
+
+        def tma() -> None:
+            scaled_matmul_tma(x, x_scale, weight, w_scale, bias, target, tile)
+
+        def pointer() -> None:
+            _pointer_matmul(x, x_scale, weight, w_scale, bias, target, None)
+
+        key = ("tma or pointer", max(16, triton.next_power_of_2(m)), n, k, x.dtype, out_dtype, bias is not None,
+               x.device)
+        (pointer if tile is None and second_is_faster(key, tma, pointer) else tma)()
+        return target
+    return _pointer_matmul(x, x_scale, weight, w_scale, bias, target, config)
+
+
+def _pointer_matmul(
+    x: torch.Tensor, x_scale: torch.Tensor | None, weight: torch.Tensor, w_scale: torch.Tensor,
+    bias: torch.Tensor | None, target: torch.Tensor, config: dict | None,
+) -> torch.Tensor:
+    """The pointer kernel, autotuned on CUDA unless `config` pins a tile; arguments checked by scaled_matmul."""
+    m, k = x.shape
+    n = weight.shape[0]
+    quantized_x = x_scale is not None
     sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * triton.cdiv(n, 16))
 
     def grid(meta: dict) -> tuple[int, int]:

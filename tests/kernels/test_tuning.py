@@ -29,3 +29,30 @@ def test_cold_time_grows_with_the_bytes_moved() -> None:
     large_ms = tuning.cold_time_ms(lambda: large_copy.copy_(large))
     assert 0 < small_ms < large_ms
     assert large_ms > 2 * (1 << 28) / 10e12 * 1e3  # no faster than 10 TB/s: HBM, not L2
+
+
+def test_competing_paths_are_timed_once_per_shape_and_the_faster_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two candidate paths (W4A16's GEMV or tile kernel, W8A8's TMA or pointer kernel, ...) are each
+    timed once per key; inside a CUDA graph capture nothing is timed and the first is taken."""
+    timings = {"fused": 3.0, "dequantized": 2.0}
+    timed: list[str] = []
+    monkeypatch.setattr(tuning, "cold_time_ms", lambda fn: timings[fn()])
+    monkeypatch.setattr(tuning, "_CHOICES", {})
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)  # CPU builds cannot answer
+
+    def fused() -> str:
+        timed.append("fused")
+        return "fused"
+
+    def dequantized() -> str:
+        timed.append("dequantized")
+        return "dequantized"
+
+    assert tuning.second_is_faster(("a",), fused, dequantized)
+    assert tuning.second_is_faster(("a",), fused, dequantized)
+    assert timed == ["fused", "dequantized"]
+    timings["fused"] = 1.0
+    assert not tuning.second_is_faster(("b",), fused, dequantized)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    assert not tuning.second_is_faster(("c",), fused, dequantized)
+    assert len(timed) == 4 and ("c",) not in tuning._CHOICES

@@ -111,3 +111,31 @@ def test_tma_kernel_refuses_what_a_descriptor_cannot_address() -> None:
     aligned, aligned_scale = _weight(torch.int8, 32, 64, seed=6)
     with pytest.raises(ValueError, match="TMA"):  # bf16 activations (W8A16) stay on the pointer kernel
         scaled_matmul(randn(4, 64, seed=7), None, aligned, aligned_scale, config=TMA_CONFIGS[0])
+
+
+@pytest.mark.parametrize("pointer_faster", [True, False])
+def test_from_tma_rows_the_faster_of_the_two_kernels_runs(monkeypatch: pytest.MonkeyPatch,
+                                                          pointer_faster: bool) -> None:
+    """Where the TMA kernel may run, it and the pointer kernel are timed against each other per shape (on an H200
+    the pointer kernel won on 4096-wide outputs); a config pinning the TMA kernel is never second-guessed."""
+    from kernels import w8a8
+
+    ran: list[str] = []
+    keys: list[tuple] = []
+    monkeypatch.setattr(w8a8, "_tma_candidate", lambda *args: True)
+    monkeypatch.setattr(w8a8, "scaled_matmul_tma", lambda *args: ran.append("tma"))
+    monkeypatch.setattr(w8a8, "_pointer_matmul", lambda *args: ran.append("pointer"))
+
+    def timed_choice(key: tuple, first, second) -> bool:  # type: ignore[no-untyped-def]
+        keys.append(key)
+        return pointer_faster
+
+    monkeypatch.setattr(w8a8, "second_is_faster", timed_choice)
+    codes, scale = quantize_per_token(randn(40, 64, seed=1), torch.int8)
+    weight, w_scale, _ = quantize_weight(randn(48, 64, seed=2).cpu(), 8, None, True, torch.float32)
+    args = (codes, scale, weight.to(DEVICE), w_scale.reshape(-1).to(DEVICE))
+    scaled_matmul(*args)
+    assert ran == ["pointer" if pointer_faster else "tma"]
+    assert keys[0][:4] == ("tma or pointer", 64, 48, 64)  # per M bucket and shape
+    scaled_matmul(*args, config={"TMA": True, "BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32})
+    assert ran[-1] == "tma" and len(keys) == 1
