@@ -8,7 +8,8 @@ launch has no tail wave of half-idle SMs and the next tile's loads start under t
 outputs with too few tiles for the SMs split K as well.
 
 TMA needs 16-byte aligned bases and row strides (`tma_eligible`); anything else stays on the pointer kernel.
-"""
+Where both can run, w8a8.scaled_matmul times them once per shape and keeps the faster (on an H200 the pointer
+kernel won on 4096-wide outputs at 64 rows)."""
 
 from __future__ import annotations
 
