@@ -8,6 +8,7 @@ is that scheme with each block's q/k/v and gate/up projections run as one matmul
 GPU:
     python bench/decode_speed.py                      # w4a16 and w4a16-fused, batch 1 and 16
     python bench/decode_speed.py --schemes w4a16,w8a8-int8,w8a8-fp8,2of4 --layers 8
+    python bench/decode_speed.py --compile yes --profile   # and where each step's GPU time goes, by kernel
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ import argparse
 import datetime
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 
 from bench.gptq_speed import LLAMA3_8B, TINY, random_model
 from compress.float8 import quantize_fp8_weight
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
-from kernels.decoding import measure_decode_speed
+from kernels.decoding import GreedyDecoder, measure_decode_speed
 from kernels.fusion import FusedProjections, fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
 
@@ -53,6 +56,25 @@ def compressed_linear(linear: nn.Linear, scheme: str) -> nn.Module:
     raise ValueError(f"unknown scheme {scheme}")
 
 
+def step_profile(model: nn.Module, batch: int, prompt_tokens: int, compiled: bool, steps: int = 10) -> dict:
+    """GPU kernel time of one decode step by kernel name (torch.profiler over `steps` steps launched one by one
+    after a graph capture's warm-up): where a step's time goes, e.g. matmuls against attention and norms."""
+    prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_tokens), device=next(model.parameters()).device)
+    decoder = GreedyDecoder(model, prompt, steps + 8, compile_step=compiled)
+    decoder.capture()
+    decoder.prefill()
+    with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+        for _ in range(steps):
+            decoder.step()
+        torch.cuda.synchronize()
+    per_kernel: Counter[str] = Counter()
+    for event in profiler.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            per_kernel[event.name] += event.device_time / steps
+    return {"kernel_us_per_step": sum(per_kernel.values()),
+            "top_kernels_us": [[name[:120], us] for name, us in per_kernel.most_common(12)]}
+
+
 def swap(model: nn.Module, replacements: dict[str, nn.Module]) -> dict[str, nn.Module]:
     """Put `replacements` in place by qualified name; returns what they replaced."""
     previous = {}
@@ -74,6 +96,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a small model (CPU smoke run)")
     parser.add_argument("--compile", choices=["no", "yes", "both"], default="both",
                         help="run the decode step eagerly, under torch.compile, or both ways (default)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also record each row's GPU kernel time per step by kernel (torch.profiler)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,6 +117,11 @@ def main() -> None:
             rows.append({"scheme": scheme, **speed.as_dict()})
             print(f"{scheme:<16} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  {speed.ms_per_step:7.3f} ms/step"
                   f"  graph={speed.cuda_graph} compiled={compiled} {speed.note}", flush=True)
+            if args.profile and device.type == "cuda":
+                profiled = rows[-1]["profile"] = step_profile(model, batch, args.prompt_tokens, compiled)
+                print(f"  kernels {profiled['kernel_us_per_step']:.1f} us per step; the largest:", flush=True)
+                for name, us in profiled["top_kernels_us"][:6]:
+                    print(f"    {us:8.1f} us  {name[:100]}", flush=True)
 
     def measure_all(compiled: bool) -> None:
         measure("bf16", compiled)
