@@ -151,6 +151,8 @@ if triton is not None:
 # took about as long as the GEMV at one row on some shapes, and at 28672 x 8192 it beat dequantize-then-cuBLAS up
 # to 256 rows while the kernels of an earlier layout lost from 256. So both candidates of a range are timed once.
 DEQUANTIZE_CANDIDATE_ROWS = 128
+
+
 def _check_group_tensor(name: str, tensor: torch.Tensor, shape: tuple[int, int]) -> None:
     """Scales and zero points may be strided either way: [N, K / G] as checkpoints hold them, or its transpose
     made contiguous (Int4Linear's choice: a tile's scales are then one contiguous row)."""
