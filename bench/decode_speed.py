@@ -57,12 +57,14 @@ def compressed_linear(linear: nn.Linear, scheme: str) -> nn.Module:
 
 
 def step_profile(model: nn.Module, batch: int, prompt_tokens: int, compiled: bool, steps: int = 10) -> dict:
-    """GPU kernel time of one decode step by kernel name (torch.profiler over `steps` steps launched one by one
-    after a graph capture's warm-up): where a step's time goes, e.g. matmuls against attention and norms."""
+    """GPU kernel time of one decode step by kernel name (torch.profiler over `steps` steps launched one by one,
+    after warm-up steps that settle compilation and autotuning): where a step's time goes, e.g. matmuls against
+    attention and norms."""
     prompt = torch.randint(0, model.config.vocab_size, (batch, prompt_tokens), device=next(model.parameters()).device)
-    decoder = GreedyDecoder(model, prompt, steps + 8, compile_step=compiled)
-    decoder.capture()
+    decoder = GreedyDecoder(model, prompt, 2 * steps, compile_step=compiled)
     decoder.prefill()
+    for _ in range(steps // 2):
+        decoder.step()
     with profile(activities=[ProfilerActivity.CUDA]) as profiler:
         for _ in range(steps):
             decoder.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -126,7 +128,7 @@ def test_from_tma_rows_the_faster_of_the_two_kernels_runs(monkeypatch: pytest.Mo
     monkeypatch.setattr(w8a8, "scaled_matmul_tma", lambda *args: ran.append("tma"))
     monkeypatch.setattr(w8a8, "_pointer_matmul", lambda *args: ran.append("pointer"))
 
-    def timed_choice(key: tuple, first, second) -> bool:  # type: ignore[no-untyped-def]
+    def timed_choice(key: tuple, first: Callable[[], object], second: Callable[[], object]) -> bool:
         keys.append(key)
         return pointer_faster
 
