@@ -210,13 +210,13 @@ class Layer:
         return factory
 
 
-def _measure(kernel: str, k: int, n: int, bandwidth: float) -> list[dict]:
+def _measure(kernel: str, k: int, n: int, ms: list[int], bandwidth: float) -> list[dict]:
     weight = torch.randn(n, k, device="cuda") * 0.02
     layer = Layer(kernel, weight)
     operands = _rotating(lambda: tuple(t.clone() for t in layer.operands), layer.nbytes)
     dense = _rotating(lambda: (torch.randn(n, k, device="cuda", dtype=torch.bfloat16),), n * k * 2)
     rows = []
-    for m in MS:
+    for m in ms:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         expected = x.float() @ layer.dense.T
         error = ((layer.run(x, layer.operands).float() - expected).norm() / expected.norm()).item()
@@ -263,8 +263,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the largest shape only")
     parser.add_argument("--kernels", default=",".join(KERNELS))
     parser.add_argument("--shapes", help="KxN,... among the issue's shapes (default: all)")
+    parser.add_argument("--ms", help="row counts M,... among the issue's (default: all)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    ms = [int(m) for m in args.ms.split(",")] if args.ms else MS
+    if not set(ms) <= set(MS):
+        parser.error(f"--ms takes some of {', '.join(map(str, MS))}")
     shapes = SHAPES[-1:] if args.quick else SHAPES
     if args.shapes:
         shapes = [shape for shape in shapes if f"{shape[0]}x{shape[1]}" in args.shapes.split(",")]
@@ -290,7 +294,7 @@ def main() -> None:
     for kernel in args.kernels.split(","):
         for k, n in shapes:
             try:
-                rows.extend(_measure(kernel, k, n, bandwidth))
+                rows.extend(_measure(kernel, k, n, ms, bandwidth))
             except Exception as error:  # noqa: BLE001 - one kernel failing must not lose the others' numbers
                 failures.append({"kernel": kernel, "K": k, "N": n, "error": f"{type(error).__name__}: {error}"[:500]})
                 print(f"{kernel} K={k} N={n} FAILED: {failures[-1]['error']}", flush=True)

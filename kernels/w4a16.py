@@ -45,6 +45,11 @@ def _unpack_asm(shift: int, magic: int) -> str:
     return f"{{.reg .b32 t; {head}lop3.b32 $0, {source}, 0x000F000F, {magic * 0x10001:#x}, 0xea;}}"
 
 
+def _offset_asm(fma: str, one: int) -> str:
+    """BASE + code + offset for two half floats, exact (small integers): the integer code, scaled after the dot."""
+    return f"{{.reg .b32 one; mov.b32 one, {one * 0x10001:#x}; {fma} $0, $1, one, $2;}}"
+
+
 def _scale_asm(fma: str, one: int) -> str:
     """(BASE + code + offset) * scale for two half floats: offset = -(BASE + 8 + zero point) cancels exactly, so
     the product is the one rounding (the second fma adds -0.0)."""
@@ -56,6 +61,7 @@ if triton is not None:
     # indexed by 4 * FP16 (x's dtype) + the nibble position j
     _UNPACK = tl.constexpr(tuple(_unpack_asm(4 * j, magic) for magic in MAGIC_BITS for j in range(4)))
     _SCALE = tl.constexpr((_scale_asm("fma.rn.bf16x2", 0x3F80), _scale_asm("fma.rn.f16x2", 0x3C00)))
+    _OFFSET = tl.constexpr((_offset_asm("fma.rn.bf16x2", 0x3F80), _offset_asm("fma.rn.f16x2", 0x3C00)))
 
     @triton.jit
     def _w4a16_kernel(
@@ -73,7 +79,11 @@ if triton is not None:
         Hopper's MMA reads from registers, and a short M is the instruction's narrow side. Each quad-layout row
         block holds 4 x 32 input columns; each nibble position is one 32-deep MMA step. Every op from the packed
         load to the MMA is elementwise, so Triton moves the operand layout conversion up to the load (ldmatrix
-        of the packed tile) and dequantizes in registers."""
+        of the packed tile) and dequantizes in registers.
+
+        A short tile (BLOCK_M < 16 x GROUP_NIBBLES) takes the integer codes into the MMA and scales each group's
+        partial product once, in fp32: BLOCK_M multiplies per column and group instead of one per weight."""
+        SCALE_AFTER: tl.constexpr = BLOCK_M < 16 * GROUP_NIBBLES
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tiles_n = tl.cdiv(N, BLOCK_N)
@@ -100,22 +110,34 @@ if triton is not None:
                     offset = tl.full((BLOCK_N,), -(base + 8), tl.float32)
                     if HAS_ZERO:  # asymmetric: w = (q - z) * s
                         offset -= tl.load(zero_cols + group * stride_zg).to(tl.float32)
-                if UPCAST:  # the same arithmetic in fp32, one rounding, and the dot in fp32
-                    codes = ((packed >> (4 * j)) & 0xF).to(tl.float32) + base
-                    weights = ((codes + offset[:, None]) * scale.to(tl.float32)[:, None]).to(dtype).to(tl.float32)
+                if UPCAST:  # the same arithmetic in fp32 (one rounding per weight unless scaled after), fp32 dot
+                    weights = ((packed >> (4 * j)) & 0xF).to(tl.float32) + base + offset[:, None]
+                    if not SCALE_AFTER:
+                        weights = (weights * scale.to(tl.float32)[:, None]).to(dtype).to(tl.float32)
                 else:
                     codes = tl.inline_asm_elementwise(_UNPACK[4 * FP16 + j], "=r,r", [packed], dtype=dtype,
                                                       is_pure=True, pack=2)
-                    weights = tl.inline_asm_elementwise(
-                        _SCALE[FP16], "=r,r,r,r",
-                        [codes, tl.broadcast_to(offset.to(dtype)[:, None], (BLOCK_N, 32)),
-                         tl.broadcast_to(scale[:, None], (BLOCK_N, 32))], dtype=dtype, is_pure=True, pack=2)
+                    offsets = tl.broadcast_to(offset.to(dtype)[:, None], (BLOCK_N, 32))
+                    if SCALE_AFTER:
+                        weights = tl.inline_asm_elementwise(_OFFSET[FP16], "=r,r,r", [codes, offsets], dtype=dtype,
+                                                            is_pure=True, pack=2)
+                    else:
+                        weights = tl.inline_asm_elementwise(
+                            _SCALE[FP16], "=r,r,r,r", [codes, offsets, tl.broadcast_to(scale[:, None], (BLOCK_N, 32))],
+                            dtype=dtype, is_pure=True, pack=2)
                 ks = k0 + 32 * j + quads
                 if K_RAGGED:  # the last quad block reaches past K: x is zero there (padding codes are not)
                     x = tl.load(x_rows + ks[None, :], mask=(ks < K)[None, :], other=0.0)
                 else:
                     x = tl.load(x_rows + ks[None, :])
-                acc = tl.dot(weights, tl.trans(x.to(weights.dtype)), acc)
+                if not SCALE_AFTER:
+                    acc = tl.dot(weights, tl.trans(x.to(weights.dtype)), acc)
+                elif j % GROUP_NIBBLES == 0:
+                    partial = tl.dot(weights, tl.trans(x.to(weights.dtype)))
+                else:
+                    partial = tl.dot(weights, tl.trans(x.to(weights.dtype)), partial)
+                if SCALE_AFTER and j % GROUP_NIBBLES == GROUP_NIBBLES - 1:
+                    acc += partial * scale.to(tl.float32)[:, None]
         row_ok = rows < M
         store_split_k(acc, out_ptr + rows[None, :] * stride_om + cols[:, None],
                       sums_ptr + rows[None, :] * N + cols[:, None], row_ok[None, :] & col_ok[:, None],
