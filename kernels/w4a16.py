@@ -81,9 +81,11 @@ if triton is not None:
         load to the MMA is elementwise, so Triton moves the operand layout conversion up to the load (ldmatrix
         of the packed tile) and dequantizes in registers.
 
-        A short tile (BLOCK_M < 16 x GROUP_NIBBLES) takes the integer codes into the MMA and scales each group's
-        partial product once, in fp32: BLOCK_M multiplies per column and group instead of one per weight."""
-        SCALE_AFTER: tl.constexpr = BLOCK_M < 16 * GROUP_NIBBLES
+        A tile of at most 16 x GROUP_NIBBLES rows (half a group's columns) takes the integer codes into the MMA and
+        scales each group's partial product once, in fp32: BLOCK_M multiplies per column and group instead of one
+        per weight. At equal counts (64 rows, group 128) it still ran faster on an H200 (28672 x 8192, M=64, 64 x
+        128 tile: 79.0 against 117.9 us), and longer tiles were slower that way (128 rows: 156.7 against 129.5)."""
+        SCALE_AFTER: tl.constexpr = BLOCK_M <= 16 * GROUP_NIBBLES
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tiles_n = tl.cdiv(N, BLOCK_N)
@@ -153,6 +155,8 @@ if triton is not None:
             (64, 128, 1, 8, 4),
             # narrower tiles for the 4096-wide projections at prefill sizes (more programs on the SMs)
             (32, 64, 2, 4, 3), (64, 64, 2, 4, 3), (128, 64, 1, 4, 3),
+            # 64-row tiles that scale after the MMA, one warp group (a pinned H200 sweep, M = 64..256)
+            (64, 128, 1, 4, 3), (64, 64, 1, 4, 4), (64, 64, 2, 4, 4), (64, 64, 4, 4, 4), (64, 128, 2, 4, 3),
             # K split in 3, 5 or 6: at 16 rows on 28672 x 8192 two slices filled 0.68 of the H200's program slots
             # (ncu), four 1.36 (in the run that added them 28672 x 8192 stayed at 50.1 us)
             (16, 128, 3, 4, 3), (16, 256, 5, 4, 3), (16, 256, 6, 4, 3), (16, 64, 3, 4, 3), (32, 128, 3, 4, 3),

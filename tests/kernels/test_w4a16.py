@@ -37,6 +37,9 @@ def test_unpacking_inverts_compressed_tensors_packing() -> None:
         (33, 48, 256, 128, {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 1}),
         (7, 40, 384, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 2}),
         (40, 24, 320, 64, {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 1}),
+        # tiles scaled after the MMA (at most 16 x the nibble positions a group covers) and before it
+        (70, 40, 512, 128, {"BLOCK_M": 64, "BLOCK_N": 16, "SPLIT_K": 2}),
+        (20, 24, 256, 32, {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 1}),
         # GEMV steps of part of a quad block's rows (8 and 16 of 32)
         (1, 40, 128, 32, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 1}),
         (3, 70, 256, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 3}),
@@ -70,6 +73,7 @@ def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> N
 
 @pytest.mark.parametrize("config", [
     {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2},
+    {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 1},  # group 32: scaled before the MMA
     {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1},
     {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 2},
     {"DEQUANTIZE": True},
