@@ -29,7 +29,7 @@ def _rows(tmp_path: Path, *args: str) -> dict[str, dict]:
 
 
 def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> None:
-    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-fp16-zero,w4a16-gemv,w8a8-int8,2of4")
+    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-m64,w4a16-fp16-zero,w4a16-gemv,w8a8-int8,2of4")
     w4a16 = hopper["w4a16"]
     assert w4a16["counts"]["wgmma"] > 0 and w4a16["counts"]["mma_sync"] == 0
     assert w4a16["mma_a_in_registers"] and w4a16["shared_bytes"] > 0
@@ -39,6 +39,8 @@ def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> No
     # a 16-row tile scales each group's partial product after the MMA, not each weight before it (2.89 SASS
     # instructions per weight when every weight was scaled, 2.29 after)
     assert w4a16["loop_instructions_per_weight"] < 2.6
+    # the 64-row tile (scaled after the MMA as well) keeps the dequantized tile in registers too
+    assert hopper["w4a16-m64"]["mma_a_in_registers"] and hopper["w4a16-m64"]["counts"]["st_shared"] <= 8
     # fp16 with zero points takes the other inline-assembly variant; ptxas assembled it, and it keeps the layout
     assert hopper["w4a16-fp16-zero"]["mma_a_in_registers"] and hopper["w4a16-fp16-zero"]["counts"]["st_shared"] <= 8
     gemv = hopper["w4a16-gemv"]
