@@ -7,7 +7,7 @@ was measured bound by instruction issue, not HBM, so this number predicts its sp
 tool is short; this shows on any machine whether a change removed the shared-memory round trip, the conversions
 or the instructions it was meant to, before anything is timed.
 
-    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m64,w4a16-m128,w4a16-fp16-zero,w4a16-gemv,w8a8-int8,...]
+    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m64,w4a16-m128,w4a16-gemv,w8a8-int8,...]
 
 Counts are static (instructions in the program text, once per unrolled copy), not executed instructions.
 Integer arguments are compiled as multiples of 16, as Triton specializes them at run time for real shapes.
