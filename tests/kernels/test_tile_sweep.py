@@ -1,0 +1,54 @@
+"""bench/tile_sweep.py's parts that need no GPU: reading pinned configs, the autotuner lists it sweeps, and the
+command line refusing what it cannot run."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "bench" / "tile_sweep.py"
+
+
+def _module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("tile_sweep", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pinned_configs_are_read_as_integers() -> None:
+    parsed = _module().parse_configs("BLOCK_M=64, BLOCK_N=128,num_warps=4; BLOCK_M=16;")
+    assert parsed == [{"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4}, {"BLOCK_M": 16}]
+    for bad in ("BLOCK_M", "BLOCK_M=x", "=4", "BLOCK_M=1.5"):
+        with pytest.raises(ValueError, match="KEY=INTEGER"):
+            _module().parse_configs(bad)
+
+
+@pytest.mark.parametrize("kernel", ["w4a16", "w8a8-int8"])
+def test_product_configs_follow_the_autotuners_pruning(kernel: str) -> None:
+    module = _module()
+    short, tall = module.product_configs(kernel, 5), module.product_configs(kernel, 200)
+    assert short and all(config["BLOCK_M"] <= 16 for config in short)
+    assert any(config["BLOCK_M"] > 64 for config in tall) and len(tall) > len(short)
+    assert all({"num_warps", "num_stages", "BLOCK_N", "SPLIT_K"} <= set(config) for config in tall)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--shapes", "4096"], "KxN"),
+    (["--ms", "0"], "positive"),
+    (["--configs", "BLOCK_M=big"], "KEY=INTEGER"),
+    (["--kernel", "nope"], "invalid choice"),
+    ([], "CUDA GPU"),  # this machine has none
+])
+def test_the_command_line_refuses_what_it_cannot_run(args: list[str], message: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), *args], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+    assert not list(tmp_path.iterdir())
