@@ -56,6 +56,7 @@ class Case(NamedTuple):
     x: torch.Tensor  # bf16 [M, K] and weight bf16 [N, K] for the cuBLAS comparison
     weight: torch.Tensor
     expected: torch.Tensor  # fp32 reference of run's result
+    out: torch.Tensor  # the buffer run writes: poisoned before each config's checked call
 
 
 def _case(kernel: str, k: int, n: int, m: int) -> Case:
@@ -69,7 +70,7 @@ def _case(kernel: str, k: int, n: int, m: int) -> Case:
 
         def run(config: dict | None) -> torch.Tensor:
             return w4a16.w4a16_matmul(x, packed, scale_gm, GROUP, out=out, config=config)
-        return Case(run, x, dense.to(torch.bfloat16), x.float() @ dense.T)
+        return Case(run, x, dense.to(torch.bfloat16), x.float() @ dense.T, out)
     codes = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
     w_scale = torch.rand(n, device="cuda") * 1e-2 + 1e-4
     x_codes = torch.randint(-127, 128, (m, k), dtype=torch.int8, device="cuda")
@@ -80,11 +81,11 @@ def _case(kernel: str, k: int, n: int, m: int) -> Case:
     def run(config: dict | None) -> torch.Tensor:
         return w8a8.scaled_matmul(x_codes, x_scale, codes, w_scale, out=out, config=config)
     return Case(run, torch.randn(m, k, device="cuda", dtype=torch.bfloat16),
-                torch.randn(n, k, device="cuda", dtype=torch.bfloat16), expected)
+                torch.randn(n, k, device="cuda", dtype=torch.bfloat16), expected, out)
 
 
 def sweep(kernel: str, k: int, n: int, m: int, given: list[dict] | None) -> dict:
-    run, x, weight, expected = _case(kernel, k, n, m)
+    run, x, weight, expected, out = _case(kernel, k, n, m)
     bf16_out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
     row = {"K": k, "N": n, "M": m,
            "bf16_us": cold_time_ms(lambda: torch.matmul(x, weight.T, out=bf16_out)) * 1e3,
@@ -92,6 +93,7 @@ def sweep(kernel: str, k: int, n: int, m: int, given: list[dict] | None) -> dict
     for config in given if given is not None else product_configs(kernel, m):
         entry: dict = {"config": config}
         try:
+            out.fill_(float("nan"))  # a config that leaves tiles unwritten must not inherit the last one's result
             got = run(config).float()
             entry["relative_error"] = ((got - expected).norm() / expected.norm()).item()
             entry["us"] = cold_time_ms(lambda config=config: run(config)) * 1e3
