@@ -5,6 +5,7 @@ whole field, which is how the config lists in kernels/ were chosen and how to re
 
     python bench/tile_sweep.py --kernel w4a16 --shapes 8192x28672 --ms 64,128 [--top 8]
     python bench/tile_sweep.py --kernel w8a8-int8 --configs "BLOCK_M=64,BLOCK_N=32,BLOCK_K=256,num_warps=4"
+    python bench/tile_sweep.py --kernel w4a16-gemv --shapes 4096x4096,4096x28672 --ms 1
 
 `--configs` takes configs separated by ';', each comma-separated key=value pairs of the kernel's pinned config
 (tile constexprs, num_warps, num_stages); unnamed tile keys default as the kernel's pinned path defaults them.
@@ -22,12 +23,12 @@ from typing import NamedTuple
 import torch
 import triton
 
-from kernels import w4a16, w8a8
+from kernels import w4a16, w4a16_gemv, w8a8
 from kernels.int4_layout import pack_kernel_layout
 from kernels.tuning import cold_time_ms
 
 GROUP = 128
-KERNELS = ("w4a16", "w8a8-int8")
+KERNELS = ("w4a16", "w4a16-gemv", "w8a8-int8")
 
 
 def parse_configs(text: str) -> list[dict]:
@@ -46,8 +47,11 @@ def parse_configs(text: str) -> list[dict]:
 
 def product_configs(kernel: str, m: int) -> list[dict]:
     """The kernel's autotuner list as its pruning leaves it for M rows, as pinned configs."""
-    module = w4a16 if kernel == "w4a16" else w8a8
-    kept = module._prune(module._CONFIGS, {"M_BUCKET": max(16, triton.next_power_of_2(m))})
+    if kernel == "w4a16-gemv":  # one list for every row count (the GEMV's autotuner is keyed on M, not pruned)
+        kept = w4a16_gemv._GEMV_CONFIGS
+    else:
+        module = w4a16 if kernel == "w4a16" else w8a8
+        kept = module._prune(module._CONFIGS, {"M_BUCKET": max(16, triton.next_power_of_2(m))})
     return [{**config.kwargs, "num_warps": config.num_warps, "num_stages": config.num_stages} for config in kept]
 
 
@@ -60,7 +64,7 @@ class Case(NamedTuple):
 
 
 def _case(kernel: str, k: int, n: int, m: int) -> Case:
-    if kernel == "w4a16":
+    if kernel in ("w4a16", "w4a16-gemv"):
         codes = torch.randint(-8, 8, (n, k), dtype=torch.int8, device="cuda")
         scale = (torch.rand(n, k // GROUP, device="cuda") * 0.02 + 1e-3).to(torch.bfloat16)
         packed, scale_gm = pack_kernel_layout(codes), scale.t().contiguous().t()  # group-major, as Int4Linear
@@ -68,8 +72,11 @@ def _case(kernel: str, k: int, n: int, m: int) -> Case:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
 
+        gemv = {"GEMV": True} if kernel == "w4a16-gemv" else {}
+
         def run(config: dict | None) -> torch.Tensor:
-            return w4a16.w4a16_matmul(x, packed, scale_gm, GROUP, out=out, config=config)
+            pinned = None if config is None else {**gemv, **config}
+            return w4a16.w4a16_matmul(x, packed, scale_gm, GROUP, out=out, config=pinned)
         return Case(run, x, dense.to(torch.bfloat16), x.float() @ dense.T, out)
     codes = torch.randint(-127, 128, (n, k), dtype=torch.int8, device="cuda")
     w_scale = torch.rand(n, device="cuda") * 1e-2 + 1e-4

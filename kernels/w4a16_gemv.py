@@ -256,6 +256,6 @@ def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, p
     if pinned is None:
         _w4a16_gemv_autotuned[grid](*args, m, n, k, *strides, **flags)
     else:
-        pinned = {"BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, "STAGES": 0, **pinned}
+        pinned = {"BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1, "STAGES": 0, "num_warps": 4, **pinned}
         _w4a16_gemv_kernel[grid(pinned)](*args, m, n, k, *strides, **flags, **pinned,
-                                         X_MASKED=_x_masked(k, pinned["BLOCK_K"]), num_warps=4)
+                                         X_MASKED=_x_masked(k, pinned["BLOCK_K"]))

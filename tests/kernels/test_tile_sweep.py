@@ -39,6 +39,15 @@ def test_product_configs_follow_the_autotuners_pruning(kernel: str) -> None:
     assert all({"num_warps", "num_stages", "BLOCK_N", "SPLIT_K"} <= set(config) for config in tall)
 
 
+def test_gemv_sweeps_its_whole_autotuner_list() -> None:
+    from kernels.w4a16_gemv import _GEMV_CONFIGS
+
+    configs = _module().product_configs("w4a16-gemv", 1)
+    assert len(configs) == len(_GEMV_CONFIGS) and configs == _module().product_configs("w4a16-gemv", 8)
+    assert all({"BLOCK_N", "BLOCK_K", "SPLIT_K", "STAGES", "num_warps"} <= set(config) for config in configs)
+    assert {config["num_warps"] for config in configs} >= {2, 4, 8, 16}
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--shapes", "4096"], "KxN"),
     (["--ms", "0"], "positive"),
