@@ -14,7 +14,7 @@ import torch
 from kernels.sparse24_layout import PAIR_BLOCK, decompress_24, pair_layout_rows
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
-from kernels.tuning import autotuner_do_bench
+from kernels.tuning import autotune
 
 if triton is not None:
     import triton.language as tl
@@ -133,10 +133,7 @@ if triton is not None:
         m_bucket = int({**named_args, **kwargs}["M_BUCKET"])
         return [c for c in configs if c.kwargs["BLOCK_M"] <= m_bucket] or configs[:1]
 
-    _sparse24_autotuned = triton.autotune(
-        configs=_CONFIGS, key=["M_BUCKET", "N", "K", "INT4", "GROUP_SIZE"],
-        prune_configs_by={"early_config_prune": _prune}, do_bench=autotuner_do_bench,
-    )(_sparse24_kernel)
+    _sparse24_autotuned = autotune(_CONFIGS, ["M_BUCKET", "N", "K", "INT4", "GROUP_SIZE"], _prune)(_sparse24_kernel)
 
 
 def sparse24_matmul(

@@ -15,7 +15,7 @@ import torch
 from kernels.int4_layout import QUAD_BLOCK, dequantize_int4, group_nibbles, kernel_layout_shape
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
-from kernels.tuning import autotuner_do_bench, second_is_faster
+from kernels.tuning import autotune, second_is_faster
 from kernels.w4a16_dequantize import dequantize_to_kn
 from kernels.w4a16_gemv import GEMV_CANDIDATE_ROWS, run_gemv
 
@@ -171,10 +171,7 @@ if triton is not None:
         kept = [c for c in configs if c.kwargs["BLOCK_M"] <= m_bucket]
         return kept or configs[:1]
 
-    _w4a16_autotuned = triton.autotune(
-        configs=_CONFIGS, key=["M_BUCKET", "N", "K", "GROUP_SIZE"], prune_configs_by={"early_config_prune": _prune},
-        do_bench=autotuner_do_bench,
-    )(_w4a16_kernel)
+    _w4a16_autotuned = autotune(_CONFIGS, ["M_BUCKET", "N", "K", "GROUP_SIZE"], _prune)(_w4a16_kernel)
 
 
 # Which path is faster depends on the GPU and the shape: on an H200 the quad-layout tensor-core kernel at 16 rows

@@ -13,7 +13,7 @@ import torch
 from kernels.int4_layout import QUAD_BLOCK
 from kernels.split_k import store_split_k
 from kernels.triton_support import triton
-from kernels.tuning import autotuner_do_bench
+from kernels.tuning import autotune
 
 if triton is not None:
     import triton.language as tl
@@ -228,9 +228,8 @@ if triton is not None:
         ]
     ]
 
-    _w4a16_gemv_autotuned = triton.autotune(
-        configs=_GEMV_CONFIGS, key=["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"], do_bench=autotuner_do_bench,
-    )(triton.heuristics({"X_MASKED": lambda meta: _x_masked(meta["K"], meta["BLOCK_K"])})(_w4a16_gemv_kernel))
+    _w4a16_gemv_autotuned = autotune(_GEMV_CONFIGS, ["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"])(
+        triton.heuristics({"X_MASKED": lambda meta: _x_masked(meta["K"], meta["BLOCK_K"])})(_w4a16_gemv_kernel))
 
 
 def _x_masked(k: int, block_k: int) -> bool:

@@ -14,7 +14,7 @@ import torch
 
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
-from kernels.tuning import autotuner_do_bench, second_is_faster
+from kernels.tuning import autotune, second_is_faster
 from kernels.w8a8_tma import scaled_matmul_tma, tma_eligible
 
 if triton is not None:
@@ -105,10 +105,7 @@ if triton is not None:
         m_bucket = int({**named_args, **kwargs}["M_BUCKET"])
         return [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m_bucket)] or configs[:1]
 
-    _scaled_matmul_autotuned = triton.autotune(
-        configs=_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune},
-        do_bench=autotuner_do_bench,
-    )(_scaled_matmul_kernel)
+    _scaled_matmul_autotuned = autotune(_CONFIGS, ["M_BUCKET", "N", "K"], _prune)(_scaled_matmul_kernel)
 
 
 @functools.cache

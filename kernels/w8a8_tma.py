@@ -17,7 +17,7 @@ import torch
 
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, triton
-from kernels.tuning import autotuner_do_bench
+from kernels.tuning import autotune
 
 if triton is not None:
     import triton.language as tl
@@ -105,10 +105,7 @@ if triton is not None:
         m_bucket = int({**named_args, **kwargs}["M_BUCKET"])
         return [c for c in configs if c.kwargs["BLOCK_M"] <= max(64, m_bucket)] or configs[:1]
 
-    _scaled_matmul_tma_autotuned = triton.autotune(
-        configs=_CONFIGS, key=["M_BUCKET", "N", "K", "INT8"], prune_configs_by={"early_config_prune": _prune},
-        do_bench=autotuner_do_bench,
-    )(_scaled_matmul_tma_kernel)
+    _scaled_matmul_tma_autotuned = autotune(_CONFIGS, ["M_BUCKET", "N", "K", "INT8"], _prune)(_scaled_matmul_tma_kernel)
 
 
 def _programs(device: torch.device, tiles: int) -> int:

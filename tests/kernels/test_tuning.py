@@ -3,10 +3,17 @@ and on a GPU the cold time grows with the bytes a call must bring from HBM."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from kernels import tuning
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_resident_memory_is_replaced_per_owner(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -56,3 +63,18 @@ def test_competing_paths_are_timed_once_per_shape_and_the_faster_kept(monkeypatc
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
     assert not tuning.second_is_faster(("c",), fused, dequantized)
     assert len(timed) == 4 and ("c",) not in tuning._CHOICES
+
+
+
+def test_every_autotuner_times_cold_and_keeps_its_picks_on_disk() -> None:
+    """Each kernel's autotuner times with cold_time_ms and, outside the interpreter (which Triton never caches
+    under), stores its picks in Triton's cache, so a fresh worker process does not time every config again."""
+    probe = (
+        "from kernels import sparse24, tuning, w4a16, w4a16_gemv, w8a8, w8a8_tma\n"
+        "tuners = [w4a16._w4a16_autotuned, w4a16_gemv._w4a16_gemv_autotuned, w8a8._scaled_matmul_autotuned,\n"
+        "          w8a8_tma._scaled_matmul_tma_autotuned, sparse24._sparse24_autotuned]\n"
+        "print([(t.do_bench is tuning.autotuner_do_bench, t.cache_results) for t in tuners])\n")
+    env = {**os.environ, "TRITON_INTERPRET": "0", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str([(True, True)] * 5)
