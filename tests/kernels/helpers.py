@@ -3,6 +3,11 @@ seeded fresh inputs and poisoned output buffers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import torch
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -22,3 +27,14 @@ def poisoned(*shape: int, dtype: torch.dtype) -> torch.Tensor:
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
     return ((got.float() - expected.float()).norm() / expected.float().norm()).item()
+
+
+def assert_gpu_bench_refuses(script: Path, args: list[str], message: str, out: Path) -> None:
+    """A GPU benchmark run here (no GPU visible) on `args`: exit status 2 with `message` and no traceback, and
+    nothing written to `out`."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "CUDA_VISIBLE_DEVICES": ""}
+    run = subprocess.run([sys.executable, str(script), "--out", str(out), *args], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
+    assert not list(out.iterdir())

@@ -4,12 +4,11 @@ command line refusing what it cannot run."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.kernels.helpers import assert_gpu_bench_refuses
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "tile_sweep.py"
@@ -56,8 +55,4 @@ def test_gemv_sweeps_its_whole_autotuner_list() -> None:
     ([], "CUDA GPU"),  # this machine has none
 ])
 def test_the_command_line_refuses_what_it_cannot_run(args: list[str], message: str, tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
-    run = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), *args], capture_output=True,
-                         text=True, env=env, timeout=300)
-    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
-    assert not list(tmp_path.iterdir())
+    assert_gpu_bench_refuses(SCRIPT, args, message, tmp_path)
