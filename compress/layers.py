@@ -35,3 +35,20 @@ def move_all_but(model: nn.Module, skip: nn.Module, device: torch.device) -> Non
         module._apply(lambda tensor: tensor.to(device), recurse=False)
 
     visit(model)
+
+
+def stacked_experts_reason(model: nn.Module) -> str | None:
+    """Why a model cannot be compressed, if it holds a mixture of experts whose weights transformers (>= 5)
+    stacks into one tensor per projection. Shrinkray compresses nn.Linear layers only, and transformers cannot
+    load a compressed-tensors checkpoint that leaves such experts dense (it looks for their packed weights), so
+    the model is refused before any compute. Convolutions (Mamba's conv1d) have 3-D weights too and are fine."""
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            continue
+        for name, parameter in module.named_parameters(recurse=False):
+            if parameter.dim() >= 3:
+                return (f"{module_name}.{name} is a {list(parameter.shape)} weight stacked across experts: "
+                        "mixture-of-experts models whose experts are not nn.Linear layers are not supported yet "
+                        "(only Linear layers are compressed, and a checkpoint with dense stacked experts does not "
+                        "load in transformers)")
+    return None

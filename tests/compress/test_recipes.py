@@ -97,6 +97,30 @@ def test_remote_code_architectures_are_refused() -> None:
     assert caught.value.field == "model"
 
 
+SMALL = {"vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "num_key_value_heads": 2}
+MIXTURES = {
+    "mixtral": {**SMALL, "model_type": "mixtral", "intermediate_size": 128, "num_local_experts": 4},
+    "qwen2_moe": {**SMALL, "model_type": "qwen2_moe", "intermediate_size": 128, "moe_intermediate_size": 32,
+                  "num_experts": 4, "shared_expert_intermediate_size": 64},
+}
+
+
+@pytest.mark.parametrize("name", list(MIXTURES))
+def test_mixtures_of_stacked_experts_are_refused_before_any_compute(name: str) -> None:
+    """transformers >= 5 holds each projection of all experts as one 3-D tensor, not Linear layers: compressing
+    the rest would write a checkpoint that transformers cannot load."""
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe_for_model(resolve_recipe("w4a16"), MIXTURES[name])
+    assert caught.value.field == "model"
+    assert "model.layers.0.mlp.experts." in caught.value.message and "not supported" in caught.value.message
+
+
+def test_convolution_weights_are_not_taken_for_experts() -> None:
+    mamba = {"model_type": "mamba", "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2, "state_size": 8}
+    validate_recipe_for_model(resolve_recipe("w8a16"), mamba)  # conv1d weights are [C, 1, K]
+
+
 @pytest.mark.parametrize(
     ("modifier", "field", "words"),
     [

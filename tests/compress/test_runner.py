@@ -108,6 +108,16 @@ def test_group_size_is_checked_against_the_real_layers(random_model) -> None:  #
         compress_model(random_model[0], resolve_recipe("w4a16-rtn"), None, {}, torch.device("cpu"))
 
 
+def test_a_loaded_mixture_of_stacked_experts_is_refused() -> None:
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    config = MixtralConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, num_local_experts=4)
+    with pytest.raises(RecipeError, match=r"model\.layers\.0\.mlp\.experts\.\w+ is a \[4, \d+, \d+\] weight") as caught:
+        compress_model(MixtralForCausalLM(config), resolve_recipe("w8a16-rtn"), None, {}, torch.device("cpu"))
+    assert caught.value.field == "model"
+
+
 def test_layer_kwargs_move_to_the_compute_device_however_nested() -> None:
     from compress.runner import _to
 
