@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM
 
 from compress.calibration import token_windows
 from compress.model_io import load_model
@@ -25,22 +25,34 @@ def corpus() -> Path:
     return CORPUS
 
 
-def build_random_llama(dest: Path, layers: int = 2, seed: int = 0) -> Path:
-    """A random Llama (hidden 64) with the shared model's tokenizer, saved in bf16 safetensors."""
+SMALL_DECODER = {"vocab_size": 2048, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "max_position_embeddings": 512}
+
+
+def build_random_model(
+    dest: Path, model_type: str = "llama", layers: int = 2, seed: int = 0, vary_vectors: bool = False,
+    **fields: object,
+) -> Path:
+    """A random causal LM of any architecture transformers knows (hidden 64 unless `fields` say otherwise) with
+    the shared model's tokenizer, saved in bf16 safetensors. transformers initializes biases to zero and norms to
+    one; `vary_vectors` adds noise to every 1-D parameter so that a bias or norm weight dropped shows."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=2048,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-    )
-    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(dest)
+    config = AutoConfig.for_model(model_type, **{**SMALL_DECODER, "num_hidden_layers": layers, **fields})
+    model = AutoModelForCausalLM.from_config(config)
+    if vary_vectors:
+        with torch.no_grad():
+            for parameter in model.parameters():
+                if parameter.dim() == 1:
+                    parameter.add_(torch.randn_like(parameter) * 0.1)
+    model.to(torch.bfloat16).save_pretrained(dest)
     for name in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(SHARED_MODEL / name, dest / name)
     return dest
+
+
+def build_random_llama(dest: Path, layers: int = 2, seed: int = 0) -> Path:
+    """A random Llama (hidden 64) with the shared model's tokenizer, saved in bf16 safetensors."""
+    return build_random_model(dest, "llama", layers, seed)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from kernels.fusion import ProjectionColumns
 from kernels.linear import Int4Linear
 from kernels.loader import UnsupportedScheme, load_for_inference
 from kernels.self_check import KernelMismatch
-from tests.compress.conftest import build_random_llama
+from tests.compress.conftest import build_random_llama, build_random_model
 from tests.kernels.helpers import DEVICE, relative_error
 
 
@@ -84,6 +84,34 @@ def test_checkpoint_runs_on_its_kernels(name: str, base_model: Path, tmp_path: P
     print(f"{name}: relative logits error {error:.2e}")
     # bf16 sums in another order; 8-bit activation codes flip at rounding ties and amplify that on a random model
     assert error < (3e-2 if fake_quantize is not None else 1e-2)
+
+
+# architectures whose layers differ from Llama's where the loader and the fusion look: biased q/k/v (Qwen2),
+# projections the checkpoint already fuses (Phi-3), biases everywhere with LayerNorm and fc1/fc2 (OPT), a norm
+# scaled by 1 + w and tied embeddings (Gemma)
+ARCHITECTURES = {
+    "qwen2": {},
+    "phi3": {"pad_token_id": 0},
+    "opt": {"ffn_dim": 128, "word_embed_proj_dim": 64},
+    "gemma": {"head_dim": 16},
+}
+
+
+@pytest.mark.parametrize("model_type", list(ARCHITECTURES))
+def test_other_architectures_run_on_their_kernels(model_type: str, tmp_path: Path) -> None:
+    base = build_random_model(tmp_path / "base", model_type, vary_vectors=True, **ARCHITECTURES[model_type])
+    path = _checkpoint(base, RECIPES["w4a16-asym"][0], tmp_path / "w4a16")
+    model, used = load_for_inference(path, DEVICE)
+    assert [name for name, m in model.named_modules() if isinstance(m, nn.Linear)] == ["lm_head"]
+    assert set(used) <= {"w4a16", "w4a16-fused", "dense"} and used["dense"] == 1
+    reference, _ = load_model(path, dtype=torch.bfloat16)
+    tokens = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        got = model(input_ids=tokens.to(DEVICE)).logits
+        expected = reference(input_ids=tokens).logits
+    error = relative_error(got.cpu(), expected)
+    print(f"{model_type}: {used}, relative logits error {error:.2e}")
+    assert error < 1e-2
 
 
 def test_a_scheme_without_a_kernel_is_named(base_model: Path, tmp_path: Path) -> None:
