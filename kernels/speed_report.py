@@ -9,8 +9,10 @@ import torch
 
 from compress.model_io import load_model
 from kernels.decoding import measure_decode_speed
+from kernels.layer_speed import layer_speeds, per_step
 from kernels.loader import UnsupportedScheme, load_for_inference
 from kernels.self_check import KernelMismatch
+from kernels.tuning import cold_time_ms
 
 BATCHES = (1, 16)
 PROMPT_TOKENS = 32
@@ -18,15 +20,17 @@ NEW_TOKENS = 64
 
 
 def decode_speed_report(original: Path, compressed: Path, device: torch.device) -> dict:
-    """{"measured": True, "kernels": layers per kernel, "rows": per batch original vs compressed tokens/s} on a
-    GPU; {"measured": False, "reason": ...} where it cannot be measured meaningfully (no GPU, no kernel, or a
-    kernel that disagrees with its reference on this GPU)."""
+    """{"measured": True, "kernels": layers per kernel, "rows": per batch original vs compressed tokens/s,
+    "layers": each distinct compressed layer against a dense matmul, "matmuls_per_step": their sum} on a GPU;
+    {"measured": False, "reason": ...} where it cannot be measured meaningfully (no GPU, no kernel, or a kernel
+    that disagrees with its reference on this GPU)."""
     if device.type != "cuda":
         return {"measured": False, "reason": f"decode speed is measured on GPU workers; this one ran on {device}"}
     try:
         model, kernels = load_for_inference(compressed, device)
     except (UnsupportedScheme, KernelMismatch) as error:
         return {"measured": False, "reason": str(error)}
+    speeds = layer_speeds(model, cold_time_ms, BATCHES)
     compressed_speed = [measure_decode_speed(model, batch, PROMPT_TOKENS, NEW_TOKENS) for batch in BATCHES]
     del model
     torch.cuda.empty_cache()
@@ -41,4 +45,6 @@ def decode_speed_report(original: Path, compressed: Path, device: torch.device) 
             for before, after in zip(original_speed, compressed_speed, strict=True)]
     return {"measured": True, "device": torch.cuda.get_device_name(device), "kernels": kernels,
             "protocol": f"greedy decoding, random {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, static KV "
-                        "cache, one CUDA graph per step, median of 3; original in bf16", "rows": rows}
+                        "cache, one CUDA graph per step, median of 3; original in bf16; layers timed from CUDA graphs "
+                        "with their weights out of L2, against a dense matmul of the same shape",
+            "rows": rows, "layers": [speed.as_dict() for speed in speeds], "matmuls_per_step": per_step(speeds)}

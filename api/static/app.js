@@ -105,6 +105,8 @@ async function jobView(id) {
     ["ratio", fmt(report.size_bytes?.ratio)], ["next-token agreement", fmt(report.next_token_agreement, 3)],
     ["decode speed", report.speed?.measured ? report.speed.rows.map((r) => `batch ${r.batch}: ${fmt(r.speedup)}×`).join(", ")
       : escape(report.speed?.reason || "–")],
+    ["layer speed", report.speed?.matmuls_per_step
+      ? report.speed.matmuls_per_step.map((s) => `${s.rows} row${s.rows === 1 ? "" : "s"}: ${fmt(s.speedup)}×`).join(", ") : "–"],
   ].map(([name, value]) => `<tr><th>${name}</th><td data-testid="report-${name.replace(/ /g, "-")}">${value}</td></tr>`).join("");
   const files = (artifacts?.items || []).map((a) => `<li><a href="${escape(a.url)}">${escape(a.name)}</a> (${megabytes(a.size)})</li>`).join("");
   return `<h2>Job ${escape(job.id)}</h2>

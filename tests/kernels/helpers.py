@@ -1,5 +1,5 @@
 """What the kernel tests share: the device they run on (CUDA when present, else Triton's interpreter on CPU),
-seeded fresh inputs and poisoned output buffers."""
+seeded fresh inputs, poisoned output buffers and compressed checkpoints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import torch
+
+from compress.export import save_compressed
+from compress.model_io import load_model
+from compress.recipes import resolve_recipe
+from compress.runner import compress_model
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -38,3 +43,13 @@ def assert_gpu_bench_refuses(script: Path, args: list[str], message: str, out: P
                          env=env, timeout=300)
     assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr, run.stderr
     assert not list(out.iterdir())
+
+
+def compressed_checkpoint(base: Path, modifiers: list, out: Path) -> Path:
+    """The model in `base` compressed by a recipe of these modifiers (4 random calibration windows) into `out`."""
+    model, tokenizer = load_model(base)
+    recipe = resolve_recipe(recipe={"modifiers": modifiers})
+    calibration = torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
+    compress_model(model, recipe, calibration, {}, torch.device("cpu"))
+    save_compressed(model, tokenizer, recipe, out)
+    return out

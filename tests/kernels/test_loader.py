@@ -10,17 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from compress.export import save_compressed
 from compress.float8 import fake_quantize_per_token_fp8, fake_quantize_per_token_int8
 from compress.model_io import load_model
-from compress.recipes import resolve_recipe
-from compress.runner import compress_model
 from kernels.fusion import ProjectionColumns
 from kernels.linear import Int4Linear
 from kernels.loader import UnsupportedScheme, load_for_inference
 from kernels.self_check import KernelMismatch
 from tests.compress.conftest import build_random_llama, build_random_model
-from tests.kernels.helpers import DEVICE, relative_error
+from tests.kernels.helpers import DEVICE, compressed_checkpoint, relative_error
 
 
 def _fused(kernel: str) -> dict[str, int]:
@@ -48,15 +45,6 @@ def base_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_random_llama(tmp_path_factory.mktemp("base") / "model")
 
 
-def _checkpoint(base: Path, modifiers: list, out: Path) -> Path:
-    model, tokenizer = load_model(base)
-    recipe = resolve_recipe(recipe={"modifiers": modifiers})
-    calibration = torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(0))
-    compress_model(model, recipe, calibration, {}, torch.device("cpu"))
-    save_compressed(model, tokenizer, recipe, out)
-    return out
-
-
 def _with_activation_quantization(model: nn.Module, fake_quantize) -> None:  # type: ignore[no-untyped-def]
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and name != "lm_head":
@@ -66,7 +54,7 @@ def _with_activation_quantization(model: nn.Module, fake_quantize) -> None:  # t
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_checkpoint_runs_on_its_kernels(name: str, base_model: Path, tmp_path: Path) -> None:
     modifiers, expected_kernels, fake_quantize = RECIPES[name]
-    path = _checkpoint(base_model, modifiers, tmp_path / name)
+    path = compressed_checkpoint(base_model, modifiers, tmp_path / name)
     model, used = load_for_inference(path, DEVICE)
     assert used == {**expected_kernels, "dense": 1}  # lm_head stays dense
     assert [name for name, m in model.named_modules() if isinstance(m, nn.Linear)] == ["lm_head"]
@@ -100,7 +88,7 @@ ARCHITECTURES = {
 @pytest.mark.parametrize("model_type", list(ARCHITECTURES))
 def test_other_architectures_run_on_their_kernels(model_type: str, tmp_path: Path) -> None:
     base = build_random_model(tmp_path / "base", model_type, vary_vectors=True, **ARCHITECTURES[model_type])
-    path = _checkpoint(base, RECIPES["w4a16-asym"][0], tmp_path / "w4a16")
+    path = compressed_checkpoint(base, RECIPES["w4a16-asym"][0], tmp_path / "w4a16")
     model, used = load_for_inference(path, DEVICE)
     assert [name for name, m in model.named_modules() if isinstance(m, nn.Linear)] == ["lm_head"]
     assert set(used) <= {"w4a16", "w4a16-fused", "dense"} and used["dense"] == 1
@@ -115,7 +103,7 @@ def test_other_architectures_run_on_their_kernels(model_type: str, tmp_path: Pat
 
 
 def test_a_scheme_without_a_kernel_is_named(base_model: Path, tmp_path: Path) -> None:
-    path = _checkpoint(base_model, [{"method": "rtn", "bits": 4, "group_size": 32, "activations": "int8"}],
+    path = compressed_checkpoint(base_model, [{"method": "rtn", "bits": 4, "group_size": 32, "activations": "int8"}],
                        tmp_path / "w4a8")
     with pytest.raises(UnsupportedScheme, match=r"model\.layers\.0\..*quantized activations"):
         load_for_inference(path, DEVICE)
@@ -124,7 +112,7 @@ def test_a_scheme_without_a_kernel_is_named(base_model: Path, tmp_path: Path) ->
 def test_loading_refuses_a_kernel_that_disagrees_with_its_reference(
     base_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = _checkpoint(base_model, RECIPES["w4a16"][0], tmp_path / "w4a16")
+    path = compressed_checkpoint(base_model, RECIPES["w4a16"][0], tmp_path / "w4a16")
     kernel = Int4Linear.run_kernel
     monkeypatch.setattr(Int4Linear, "run_kernel", lambda self, x: -kernel(self, x))
     with pytest.raises(KernelMismatch, match="w4a16 kernel disagrees"):
