@@ -102,13 +102,15 @@ def test_the_gpu_worker_reserves_an_nvidia_device_and_the_cpu_worker_does_not() 
 
 def test_the_gpu_image_brings_a_triton_the_kernels_run_on() -> None:
     """torch >= 2.8 brings Triton >= 3.4 (TMA descriptors, cached autotuner picks); the Dockerfile's default
-    torch is the CPU image's. Triton's cache (compiled kernels, picks) lives on the GPU worker's volume."""
+    torch is the CPU image's. Triton's cache (compiled kernels, picks) and inductor's (the speed report's compiled
+    decode steps) live on the GPU worker's volume."""
     worker = SERVICES["worker-gpu"]
     major, minor = (int(part) for part in worker["build"]["args"]["TORCH_VERSION"].split(".")[:2])
     assert (major, minor) >= (2, 8)
-    cache = _environment(worker)["TRITON_CACHE_DIR"]
     mounts = [volume.split(":")[1] for volume in worker["volumes"]]
-    assert any(cache.startswith(mount.rstrip("/") + "/") for mount in mounts if not mount.startswith("/models"))
+    for variable in ("TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR"):
+        cache = _environment(worker)[variable]
+        assert any(cache.startswith(mount.rstrip("/") + "/") for mount in mounts if not mount.startswith("/models"))
 
 
 def test_depends_on_targets_exist_and_wait_for_the_right_condition() -> None:

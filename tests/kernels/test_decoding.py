@@ -1,5 +1,5 @@
 """Greedy decoding with a static cache (what the decode-speed numbers time) against transformers' generate, and
-the speed report's refusal to time anything without a GPU."""
+the speed report: its refusal to time anything without a GPU, and its eager fallback."""
 
 from __future__ import annotations
 
@@ -46,3 +46,35 @@ def test_a_compiled_step_decodes_what_the_eager_step_decodes(tmp_path: Path) -> 
 def test_speed_report_needs_a_gpu(tmp_path: Path) -> None:
     report = decode_speed_report(tmp_path, tmp_path, torch.device("cpu"))
     assert report == {"measured": False, "reason": "decode speed is measured on GPU workers; this one ran on cpu"}
+
+
+def test_where_compiling_fails_both_models_are_timed_eagerly(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The report compares like with like: one model failing under torch.compile sends both to the eager step."""
+    import kernels.decoding
+    import kernels.speed_report
+
+    path = build_random_llama(tmp_path / "model")
+    loads: list[str] = []
+
+    def loader(name: str):  # type: ignore[no-untyped-def]
+        def load():  # type: ignore[no-untyped-def]
+            loads.append(name)
+            return load_model(path)[0]
+        return load
+
+    compiled = kernels.decoding.compiled_forward
+
+    def compile_fails_for_the_second(model):  # type: ignore[no-untyped-def]
+        if "original" in loads:
+            raise RuntimeError("inductor: unsupported op\nlong traceback")
+        return compiled(model)
+
+    monkeypatch.setattr(kernels.decoding, "compiled_forward", compile_fails_for_the_second)
+    monkeypatch.setattr(kernels.speed_report, "BATCHES", (1, 2))
+    monkeypatch.setattr(kernels.speed_report, "NEW_TOKENS", 2)
+    rows, step = kernels.speed_report.compare_decoding(loader("compressed"), loader("original"))
+    assert loads == ["compressed", "original", "compressed", "original"]  # compiled once, then both again eagerly
+    assert step == "eager (torch.compile failed)" and [row["batch"] for row in rows] == [1, 2]
+    for row in rows:
+        assert not row["compiled"] and row["speedup"] > 0
+        assert row["notes"][0] == "torch.compile failed, both steps run eagerly: inductor: unsupported op"
