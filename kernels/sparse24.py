@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import torch
 
+from kernels.sparse24_gemv import GEMV_CANDIDATE_ROWS, run_sparse24_gemv
 from kernels.sparse24_layout import PAIR_BLOCK, decompress_24, pair_layout_rows
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
-from kernels.tuning import autotune
+from kernels.tuning import autotune, second_is_faster
 
 if triton is not None:
     import triton.language as tl
@@ -142,7 +143,11 @@ def sparse24_matmul(
     config: dict | None = None,
 ) -> torch.Tensor:
     """x [M, K] bf16/fp16 times a 2:4 weight in the pair layout (to_kernel_layout_24): words [K' / 4, N] int32
-    (values in x's dtype) or, with `scale` [N, K / group_size], int8 (int4 codes); positions int8 [K' / 8, N]."""
+    (values in x's dtype) or, with `scale` [N, K / group_size], int8 (int4 codes); positions int8 [K' / 8, N].
+
+    On CUDA, bf16/fp16 values at up to GEMV_CANDIDATE_ROWS rows run the faster of the GEMV
+    (kernels/sparse24_gemv.py) and the tensor-core tile, timed once per shape; `config` pins a tile, or with
+    {"GEMV": True, ...} a GEMV tile (tests, the interpreter)."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16) or x.dim() != 2 or x.stride(-1) != 1:
         raise ValueError(f"x must be a row-major 2-D bf16 or fp16 tensor, got {x.dtype} {tuple(x.shape)}")
@@ -163,7 +168,14 @@ def sparse24_matmul(
     if out is not None and (out.shape != (m, n) or out.dtype != x.dtype or out.stride(-1) != 1):
         raise ValueError(f"out must be a row-major [{m}, {n}] {x.dtype} tensor")
     target = out if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
-    sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * triton.cdiv(n, 16))
+    # tiles are never smaller than 16 x 16 and GEMV tiles one row by 16: this many counters cover either
+    sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * 16 * triton.cdiv(n, 16))
+    pinned = dict(config or {})
+    if pinned.pop("GEMV", False):
+        if int4:
+            raise ValueError("the 2:4 GEMV reads bf16/fp16 values; int4 codes take the tile kernel")
+        run_sparse24_gemv(x, words, positions, bias, target, sums, arrivals, pinned)
+        return target
 
     def grid(meta: dict) -> tuple[int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
@@ -174,7 +186,17 @@ def sparse24_matmul(
     flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "INT4": int4, "GROUP_SIZE": group_size or 32,
              "HAS_BIAS": bias is not None, "K_RAGGED": k % PAIR_BLOCK != 0}
     if config is None and x.is_cuda:
-        _sparse24_autotuned[grid](*args, **flags, UPCAST=False)
+        def tile() -> None:
+            _sparse24_autotuned[grid](*args, **flags, UPCAST=False)
+
+        def gemv() -> None:
+            run_sparse24_gemv(x, words, positions, bias, target, sums, arrivals, None)
+
+        chosen = tile
+        if not int4 and m <= GEMV_CANDIDATE_ROWS:
+            key = ("2:4 gemv or tile", m, n, k, x.dtype, bias is not None, x.device)
+            chosen = tile if second_is_faster(key, gemv, tile) else gemv
+        chosen()
     else:
         config = {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, **(config or {})}
         if config["BLOCK_M"] < 16 or config["BLOCK_N"] < 16:

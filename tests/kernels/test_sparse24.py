@@ -73,6 +73,37 @@ def test_bf16_kernel_matches_the_dense_matmul(m: int, n: int, k: int, config: di
     assert relative_error(sparse24_reference(x, values, meta, bias=bias), expected) < 1e-2
 
 
+@pytest.mark.parametrize(("m", "n", "k", "dtype", "config"), [
+    (1, 40, 64, torch.bfloat16, {"BLOCK_N": 32, "BLOCK_G": 16, "SPLIT_K": 1}),
+    (3, 33, 96, torch.float16, {"BLOCK_N": 16, "BLOCK_G": 16, "SPLIT_K": 2}),  # 24 groups: the last step is short
+    (2, 48, 416, torch.bfloat16, {"BLOCK_N": 32, "BLOCK_G": 32, "SPLIT_K": 3, "num_warps": 2}),  # K past a block
+    (1, 64, 512, torch.float16, {"BLOCK_N": 64, "BLOCK_G": 64, "SPLIT_K": 2}),  # steps spanning whole blocks
+])
+def test_gemv_matches_the_dense_matmul(m: int, n: int, k: int, dtype: torch.dtype, config: dict) -> None:
+    weight = _pruned(n, k, seed=3 * n + k).to(dtype)
+    values, meta = (t.to(DEVICE) for t in compress_24(weight))
+    x = randn(m, k, seed=k, dtype=dtype)
+    bias = randn(n, seed=n, dtype=dtype)
+    out = poisoned(m, n, dtype=dtype)
+    got = sparse24_matmul(x, *to_kernel_layout_24(values, meta), bias=bias, out=out, config={"GEMV": True, **config})
+    assert got.data_ptr() == out.data_ptr() and torch.isfinite(got).all()
+    expected = x.float() @ weight.to(DEVICE).float().T + bias.float()
+    assert relative_error(got, expected) < (1e-2 if dtype == torch.bfloat16 else 2e-3)
+    # split-K sums and counters are left zeroed: a second call computes the same from a poisoned output
+    again = sparse24_matmul(x, *to_kernel_layout_24(values, meta), bias=bias, out=poisoned(m, n, dtype=dtype),
+                            config={"GEMV": True, **config})
+    assert relative_error(again, got) < 1e-6
+
+
+def test_the_gemv_refuses_int4_codes() -> None:
+    codes = (torch.randint(-8, 8, (16, 64), generator=torch.Generator().manual_seed(0)) * (_pruned(16, 64, 0) != 0))
+    kept, meta = compress_24(codes.to(torch.int8))
+    words, positions = to_kernel_layout_24(kept.to(DEVICE), meta.to(DEVICE))
+    scale = torch.ones(16, 2, dtype=torch.bfloat16, device=DEVICE)
+    with pytest.raises(ValueError, match="int4 codes take the tile kernel"):
+        sparse24_matmul(randn(1, 64, seed=0), words, positions, scale, 32, config={"GEMV": True})
+
+
 @pytest.mark.parametrize(("m", "n", "k", "group_size", "config"), [
     (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),
     (9, 24, 256, 128, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),
