@@ -189,7 +189,8 @@ class Sparse24Linear(CompressedLinear):
         words, positions = to_kernel_layout_24(*compress_24(weight if scale is not None else weight.to(dtype)))
         self.register_buffer("words", words)
         self.register_buffer("positions", positions)
-        _optional_buffer(self, "scale", scale.to(dtype) if scale is not None else None)
+        # group-major, as Int4Linear's: a tile's (or a GEMV step's) scales of one group are contiguous along N
+        self.register_buffer("scale", _group_major(scale.to(dtype)) if scale is not None else None)
 
     def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
         return sparse24_op(x, self.words, self.positions, self.scale, self.group_size, self.bias)

@@ -145,7 +145,7 @@ def sparse24_matmul(
     """x [M, K] bf16/fp16 times a 2:4 weight in the pair layout (to_kernel_layout_24): words [K' / 4, N] int32
     (values in x's dtype) or, with `scale` [N, K / group_size], int8 (int4 codes); positions int8 [K' / 8, N].
 
-    On CUDA, bf16/fp16 values at up to GEMV_CANDIDATE_ROWS rows run the faster of the GEMV
+    On CUDA, up to GEMV_CANDIDATE_ROWS rows run the faster of the GEMV
     (kernels/sparse24_gemv.py) and the tensor-core tile, timed once per shape; `config` pins a tile, or with
     {"GEMV": True, ...} a GEMV tile (tests, the interpreter)."""
     require_triton()
@@ -172,9 +172,7 @@ def sparse24_matmul(
     sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * 16 * triton.cdiv(n, 16))
     pinned = dict(config or {})
     if pinned.pop("GEMV", False):
-        if int4:
-            raise ValueError("the 2:4 GEMV reads bf16/fp16 values; int4 codes take the tile kernel")
-        run_sparse24_gemv(x, words, positions, bias, target, sums, arrivals, pinned)
+        run_sparse24_gemv(x, words, positions, scale, group_size, bias, target, sums, arrivals, pinned)
         return target
 
     def grid(meta: dict) -> tuple[int, int]:
@@ -190,11 +188,11 @@ def sparse24_matmul(
             _sparse24_autotuned[grid](*args, **flags, UPCAST=False)
 
         def gemv() -> None:
-            run_sparse24_gemv(x, words, positions, bias, target, sums, arrivals, None)
+            run_sparse24_gemv(x, words, positions, scale, group_size, bias, target, sums, arrivals, None)
 
         chosen = tile
-        if not int4 and m <= GEMV_CANDIDATE_ROWS:
-            key = ("2:4 gemv or tile", m, n, k, x.dtype, bias is not None, x.device)
+        if m <= GEMV_CANDIDATE_ROWS:
+            key = ("2:4 gemv or tile", m, n, k, x.dtype, group_size, bias is not None, x.device)
             chosen = tile if second_is_faster(key, gemv, tile) else gemv
         chosen()
     else:

@@ -1,8 +1,9 @@
-"""2:4 sparse bf16/fp16 weights for decoding (a few rows): a split-K GEMV on CUDA cores. The tensor-core kernel
+"""2:4 sparse weights for decoding (a few rows): a split-K GEMV on CUDA cores. The tensor-core kernel
 (kernels/sparse24.py) rebuilds every dense weight, zeros included, to feed the MMA; at one row nothing fills the
 MMA anyway, so here each kept value meets its own input column: per group of four, x's four values are read once
 and each column's two kept values take theirs by a select on their stored positions. Two multiply-adds per group
-and column, and only the kept values and their positions cross HBM (9 of dense bf16's 16 bits per weight)."""
+and column, and only the kept values and their positions cross HBM: 9 of dense bf16's 16 bits per weight for
+bf16/fp16 values, 3 (plus group scales) for int4 codes."""
 
 from __future__ import annotations
 
@@ -24,17 +25,19 @@ if triton is not None:
 
     @triton.jit
     def _sparse24_gemv_kernel(
-        x_ptr, words_ptr, positions_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
+        x_ptr, words_ptr, positions_ptr, scale_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M,  # rows (one per program row): unused inside, but the autotuner's key (one row wants more K slices)
-        N, K, stride_xm, stride_wk, stride_pk, stride_om,
+        N, K, stride_xm, stride_wk, stride_pk, stride_sn, stride_sg, stride_om,
         HAS_BIAS: tl.constexpr, FP16: tl.constexpr,
+        INT4: tl.constexpr, GROUP_SIZE: tl.constexpr,  # int4 codes (+8, two per byte) with one scale per group
         MASKED: tl.constexpr,  # some step reaches past the last group: loads under masks
         BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr,
     ):
         """One input row per program row, BLOCK_N output columns, BLOCK_G groups of four input columns per step.
         In the pair layout (kernels/sparse24_layout.py) word row g holds group g, input columns 4g .. 4g + 3, and
         its positions are nibble (g // 16) % 2 of byte row 16 (g // 32) + g % 16. The per-group sums stay apart
-        until the loop ends (no reduction across threads inside it). Split-K in one launch, as the W4A16 GEMV."""
+        until the loop ends (no reduction across threads inside it). Int4 codes are scaled per group of four (a
+        scale group holds whole groups of four). Split-K in one launch, as the W4A16 GEMV."""
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < N
@@ -68,13 +71,24 @@ if triton is not None:
             second = nibbles >> 2  # 1, 2 or 3
             x_first = tl.where(first == 0, x0[:, None], tl.where(first == 1, x1[:, None], x2[:, None]))
             x_second = tl.where(second == 3, x3[:, None], tl.where(second == 2, x2[:, None], x1[:, None]))
-            if FP16:
-                low = (words & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                high = (words >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-            else:  # bf16 to fp32 is a 16-bit shift
-                low = (words << 16).to(tl.float32, bitcast=True)
-                high = (words & -65536).to(tl.float32, bitcast=True)
-            acc += low * x_first + high * x_second
+            if INT4:
+                codes = words.to(tl.int32)
+                low = ((codes & 0xF) - 8).to(tl.float32)
+                high = (((codes >> 4) & 0xF) - 8).to(tl.float32)
+                scale_at = scale_ptr + cols[None, :] * stride_sn + ((4 * groups) // GROUP_SIZE)[:, None] * stride_sg
+                if MASKED:
+                    scale = tl.load(scale_at, mask=tile_ok, other=0.0).to(tl.float32)
+                else:
+                    scale = tl.load(scale_at, mask=col_ok[None, :], other=0.0).to(tl.float32)
+                acc += (low * x_first + high * x_second) * scale
+            else:
+                if FP16:
+                    low = (words & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                    high = (words >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                else:  # bf16 to fp32 is a 16-bit shift
+                    low = (words << 16).to(tl.float32, bitcast=True)
+                    high = (words & -65536).to(tl.float32, bitcast=True)
+                acc += low * x_first + high * x_second
         total = tl.sum(acc, axis=0)
         tile = row * tl.num_programs(1) + tl.program_id(1)
         store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok, bias_ptr + cols,
@@ -89,19 +103,23 @@ if triton is not None:
         ]
     ]
 
-    _sparse24_gemv_autotuned = autotune(_GEMV_CONFIGS, ["M", "N", "K", "FP16", "HAS_BIAS"])(
+    _sparse24_gemv_autotuned = autotune(_GEMV_CONFIGS, ["M", "N", "K", "FP16", "HAS_BIAS", "INT4", "GROUP_SIZE"])(
         triton.heuristics({"MASKED": lambda meta: (meta["K"] // 4) % meta["BLOCK_G"] != 0})(_sparse24_gemv_kernel))
 
 
-def run_sparse24_gemv(x: torch.Tensor, words: torch.Tensor, positions: torch.Tensor, bias: torch.Tensor | None,
-                      out: torch.Tensor, sums: torch.Tensor, arrivals: torch.Tensor, pinned: dict | None) -> None:
-    """One program row per input row; autotuned per (M, N, K) unless `pinned` gives the tile. The caller
-    (sparse24_matmul) has checked the operands; the split-K workspace covers M x cdiv(N, 16) tiles."""
+def run_sparse24_gemv(x: torch.Tensor, words: torch.Tensor, positions: torch.Tensor, scale: torch.Tensor | None,
+                      group_size: int, bias: torch.Tensor | None, out: torch.Tensor, sums: torch.Tensor,
+                      arrivals: torch.Tensor, pinned: dict | None) -> None:
+    """One program row per input row; autotuned per (M, N, K, dtype, group) unless `pinned` gives the tile. The
+    caller (sparse24_matmul) has checked the operands; the split-K workspace covers M x cdiv(N, 16) tiles."""
     m, k = x.shape
     n = words.shape[1]
-    args = (x, words, positions, bias if bias is not None else out, out, sums, arrivals, m, n, k, x.stride(0),
-            words.stride(0), positions.stride(0), out.stride(0))
-    flags = {"HAS_BIAS": bias is not None, "FP16": x.dtype == torch.float16}
+    int4 = scale is not None
+    scale_arg = scale if int4 else words
+    args = (x, words, positions, scale_arg, bias if bias is not None else out, out, sums, arrivals, m, n, k,
+            x.stride(0), words.stride(0), positions.stride(0), *(scale.stride() if int4 else (0, 0)), out.stride(0))
+    flags = {"HAS_BIAS": bias is not None, "FP16": x.dtype == torch.float16, "INT4": int4,
+             "GROUP_SIZE": group_size if int4 else 32}
 
     def grid(meta: dict) -> tuple[int, int, int]:
         return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])

@@ -95,20 +95,17 @@ def test_gemv_matches_the_dense_matmul(m: int, n: int, k: int, dtype: torch.dtyp
     assert relative_error(again, got) < 1e-6
 
 
-def test_the_gemv_refuses_int4_codes() -> None:
-    codes = (torch.randint(-8, 8, (16, 64), generator=torch.Generator().manual_seed(0)) * (_pruned(16, 64, 0) != 0))
-    kept, meta = compress_24(codes.to(torch.int8))
-    words, positions = to_kernel_layout_24(kept.to(DEVICE), meta.to(DEVICE))
-    scale = torch.ones(16, 2, dtype=torch.bfloat16, device=DEVICE)
-    with pytest.raises(ValueError, match="int4 codes take the tile kernel"):
-        sparse24_matmul(randn(1, 64, seed=0), words, positions, scale, 32, config={"GEMV": True})
-
-
 @pytest.mark.parametrize(("m", "n", "k", "group_size", "config"), [
     (1, 40, 64, 32, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),
     (9, 24, 256, 128, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),
     (18, 40, 192, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),  # groups shorter than a block, K ragged
     (3, 16, 384, 96, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),  # groups straddling blocks
+    # the GEMV: steps of 64 input columns over groups of 32, steps spanning two groups, K ragged, groups
+    # straddling the split
+    (1, 40, 64, 32, {"GEMV": True, "BLOCK_N": 32, "BLOCK_G": 16, "SPLIT_K": 1}),
+    (2, 24, 256, 128, {"GEMV": True, "BLOCK_N": 16, "BLOCK_G": 64, "SPLIT_K": 2}),
+    (1, 40, 192, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_G": 32, "SPLIT_K": 1, "num_warps": 2}),
+    (3, 16, 384, 96, {"GEMV": True, "BLOCK_N": 16, "BLOCK_G": 32, "SPLIT_K": 2}),
 ])
 def test_int4_kernel_matches_the_dequantized_matmul(m: int, n: int, k: int, group_size: int, config: dict) -> None:
     pruned = _pruned(n, k, seed=n).float()
@@ -117,7 +114,8 @@ def test_int4_kernel_matches_the_dequantized_matmul(m: int, n: int, k: int, grou
     scale = scale.to(torch.bfloat16).to(DEVICE)
     x = randn(m, k, seed=k)
     out = poisoned(m, n, dtype=torch.bfloat16)
-    got = sparse24_matmul(x, *to_kernel_layout_24(kept, meta), scale, group_size, out=out, config=config)
+    held = scale.t().contiguous().t() if m % 2 else scale  # group-major, as Sparse24Linear holds it, or not
+    got = sparse24_matmul(x, *to_kernel_layout_24(kept, meta), held, group_size, out=out, config=config)
     dequantized = codes.float().to(DEVICE) * scale.float().repeat_interleave(group_size, dim=1)
     expected = x.float() @ dequantized.T
     assert torch.isfinite(got).all() and relative_error(got, expected) < 1e-2
