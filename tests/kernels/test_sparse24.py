@@ -101,11 +101,13 @@ def test_gemv_matches_the_dense_matmul(m: int, n: int, k: int, dtype: torch.dtyp
     (18, 40, 192, 64, {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1}),  # groups shorter than a block, K ragged
     (3, 16, 384, 96, {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2}),  # groups straddling blocks
     # the GEMV: steps of 64 input columns over groups of 32, steps spanning two groups, K ragged, groups
-    # straddling the split
+    # straddling the split, then steps inside one group (one scale per column and step)
     (1, 40, 64, 32, {"GEMV": True, "BLOCK_N": 32, "BLOCK_G": 16, "SPLIT_K": 1}),
     (2, 24, 256, 128, {"GEMV": True, "BLOCK_N": 16, "BLOCK_G": 64, "SPLIT_K": 2}),
     (1, 40, 192, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_G": 32, "SPLIT_K": 1, "num_warps": 2}),
     (3, 16, 384, 96, {"GEMV": True, "BLOCK_N": 16, "BLOCK_G": 32, "SPLIT_K": 2}),
+    (1, 48, 512, 128, {"GEMV": True, "BLOCK_N": 16, "BLOCK_G": 16, "SPLIT_K": 2}),
+    (2, 40, 320, 64, {"GEMV": True, "BLOCK_N": 32, "BLOCK_G": 16, "SPLIT_K": 1}),
 ])
 def test_int4_kernel_matches_the_dequantized_matmul(m: int, n: int, k: int, group_size: int, config: dict) -> None:
     pruned = _pruned(n, k, seed=n).float()
