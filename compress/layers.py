@@ -1,9 +1,11 @@
-"""Finding a causal LM's decoder layers and moving everything else, generically (no per-model tables)."""
+"""Finding a causal LM's decoder layers, moving everything else, and what makes a model one Shrinkray cannot compress,
+generically (no per-model tables)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from compress.errors import CompressError
 
@@ -37,12 +39,19 @@ def move_all_but(model: nn.Module, skip: nn.Module, device: torch.device) -> Non
     visit(model)
 
 
-def stacked_experts_reason(model: nn.Module) -> str | None:
-    """Why a model cannot be compressed, if it holds a mixture of experts whose weights transformers (>= 5)
-    stacks into one tensor per projection. Shrinkray compresses nn.Linear layers only, and transformers cannot
-    load a compressed-tensors checkpoint that leaves such experts dense (it looks for their packed weights), so
-    the model is refused before any compute. Convolutions (Mamba's conv1d) have 3-D weights too and are fine."""
+def unsupported_reason(model: nn.Module) -> str | None:
+    """Why Shrinkray cannot compress a model, if it cannot: it compresses nn.Linear layers only.
+
+    - A mixture of experts whose weights transformers (>= 5) stacks into one tensor per projection: transformers
+      cannot load a compressed-tensors checkpoint that leaves such experts dense (it looks for their packed
+      weights). Convolutions (Mamba's conv1d) have 3-D weights too and are fine.
+    - Projections held as transformers' Conv1D (GPT-2 and its kin), transposed Linears compressed-tensors does
+      not target.
+    The model is refused before any compute."""
     for module_name, module in model.named_modules():
+        if isinstance(module, Conv1D):
+            return (f"{module_name} is a transformers Conv1D layer (GPT-2 style): only nn.Linear layers are "
+                    "compressed, so this architecture is not supported")
         if isinstance(module, nn.modules.conv._ConvNd):
             continue
         for name, parameter in module.named_parameters(recurse=False):

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from torch import nn
 
 from compress.errors import RecipeError
-from compress.layers import stacked_experts_reason
+from compress.layers import unsupported_reason
 
 
 class _Strict(BaseModel):
@@ -254,7 +254,7 @@ def _parse(text: str) -> object:
 def linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
     """(in_features, out_features) of every Linear, by name: the architecture built on the meta device from
     config.json alone, so any model transformers knows is checked without reading a weight (and one Shrinkray
-    cannot compress is refused: stacked_experts_reason)."""
+    cannot compress is refused: unsupported_reason)."""
     if config.get("auto_map"):
         raise RecipeError("model", "config.json asks for remote code (auto_map); it is never run")
     linears, unsupported = _linear_shapes(json.dumps(config, sort_keys=True))
@@ -271,7 +271,7 @@ _BUILD_LOCK = threading.Lock()
 
 @functools.lru_cache(maxsize=64)
 def _linear_shapes(config_json: str) -> tuple[tuple[tuple[str, int, int], ...], str | None]:
-    """The Linears' (name, in, out) and, for a model that cannot be compressed, why (stacked_experts_reason)."""
+    """The Linears' (name, in, out) and, for a model that cannot be compressed, why (unsupported_reason)."""
     config = json.loads(config_json)
     try:
         with _BUILD_LOCK:  # transformers' lazy first import is not thread-safe either
@@ -285,7 +285,7 @@ def _linear_shapes(config_json: str) -> tuple[tuple[tuple[str, int, int], ...], 
         raise RecipeError("model", f"transformers cannot build this architecture: {exc}") from exc
     linears = tuple((name, module.in_features, module.out_features)
                     for name, module in model.named_modules() if isinstance(module, nn.Linear))
-    return linears, stacked_experts_reason(model)
+    return linears, unsupported_reason(model)
 
 
 def _matches(name: str, patterns: list[str]) -> bool:

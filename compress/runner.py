@@ -17,7 +17,7 @@ from torch import nn
 
 from compress.errors import Cancelled, CompressError, RecipeError
 from compress.layer_inputs import InputGroup, InputTracker
-from compress.layers import find_decoder_layers, move_all_but, stacked_experts_reason
+from compress.layers import find_decoder_layers, move_all_but, unsupported_reason
 from compress.methods import METHODS, LinearInputs, Method, QuantizedWeight
 from compress.quantize import dequantize_weight
 from compress.recipes import Recipe, assign_layers, check_widths
@@ -191,7 +191,7 @@ def calibrate(
 def _owners(model: nn.Module, recipe: Recipe, prefix: str) -> dict[str, dict[str, int]]:
     """assign_layers on the model's Linears, plus what only the loaded model can tell: everything compressed
     must sit inside a decoder layer, and group/N:M sizes must divide the widths."""
-    unsupported = stacked_experts_reason(model)
+    unsupported = unsupported_reason(model)
     if unsupported is not None:
         raise RecipeError("model", unsupported)
     linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}

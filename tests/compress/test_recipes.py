@@ -116,6 +116,14 @@ def test_mixtures_of_stacked_experts_are_refused_before_any_compute(name: str) -
     assert "model.layers.0.mlp.experts." in caught.value.message and "not supported" in caught.value.message
 
 
+def test_conv1d_projections_are_refused_by_name() -> None:
+    gpt2 = {"model_type": "gpt2", "vocab_size": 256, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 128}
+    with pytest.raises(RecipeError) as caught:
+        validate_recipe_for_model(resolve_recipe("w8a16"), gpt2)
+    assert caught.value.field == "model" and "transformer.h.0.attn.c_attn is a transformers Conv1D" in (
+        caught.value.message)
+
+
 def test_convolution_weights_are_not_taken_for_experts() -> None:
     mamba = {"model_type": "mamba", "vocab_size": 256, "hidden_size": 64, "num_hidden_layers": 2, "state_size": 8}
     validate_recipe_for_model(resolve_recipe("w8a16"), mamba)  # conv1d weights are [C, 1, K]
