@@ -145,9 +145,9 @@ def sparse24_matmul(
     """x [M, K] bf16/fp16 times a 2:4 weight in the pair layout (to_kernel_layout_24): words [K' / 4, N] int32
     (values in x's dtype) or, with `scale` [N, K / group_size], int8 (int4 codes); positions int8 [K' / 8, N].
 
-    On CUDA, up to GEMV_CANDIDATE_ROWS rows run the faster of the GEMV
-    (kernels/sparse24_gemv.py) and the tensor-core tile, timed once per shape; `config` pins a tile, or with
-    {"GEMV": True, ...} a GEMV tile (tests, the interpreter)."""
+    On CUDA, up to GEMV_CANDIDATE_ROWS rows run the faster of the GEMV (kernels/sparse24_gemv.py) and the
+    tensor-core tile, timed once per shape; `config` pins a tile, or with {"GEMV": True, ...} a GEMV tile (tests,
+    the interpreter)."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16) or x.dim() != 2 or x.stride(-1) != 1:
         raise ValueError(f"x must be a row-major 2-D bf16 or fp16 tensor, got {x.dtype} {tuple(x.shape)}")
