@@ -7,7 +7,7 @@ was measured bound by instruction issue, not HBM, so this number predicts its sp
 tool is short; this shows on any machine whether a change removed the shared-memory round trip, the conversions
 or the instructions it was meant to, before anything is timed.
 
-    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m64,w4a16-m128,w4a16-gemv,w8a8-int8,...]
+    python bench/ptx_census.py [--arch 90] [--kernels w4a16,w4a16-m64,w4a16-m128,w4a16-gemv,w4a16-strip,...]
 
 Counts are static (instructions in the program text, once per unrolled copy), not executed instructions.
 Integer arguments are compiled as multiples of 16, as Triton specializes them at run time for real shapes.
@@ -31,6 +31,7 @@ from kernels.sparse24 import _sparse24_kernel
 from kernels.sparse24_layout import PAIR_BLOCK
 from kernels.w4a16 import _w4a16_kernel
 from kernels.w4a16_gemv import _w4a16_gemv_kernel
+from kernels.w4a16_strip_gemv import _w4a16_strip_kernel
 from kernels.w8a8 import _scaled_matmul_kernel
 from kernels.w8a8_tma import _scaled_matmul_tma_kernel
 
@@ -109,6 +110,10 @@ def _specs() -> dict[str, KernelSpec]:
         "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers,
                                  {**w4a16_flags, "PAIRED": True, "X_MASKED": False, "BLOCK_N": 64,
                                   "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0}, 2, 3, 64 * 64),
+        "w4a16-strip": KernelSpec(_w4a16_strip_kernel, {**w4a16_pointers, "packed_ptr": "*i32"},
+                                  [name for name in tile_integers if name != "stride_pk"],
+                                  {**w4a16_flags, "PAIRED": True, "X_MASKED": False, "PAIR_MASKED": False,
+                                   "STRIDE_PK": 2048, "PAIRS": 128, "SEG": 32, "SPLIT_K": 32}, 1, 3, 128 * 8 * 32),
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
         "2of4": sparse24(int4=False),

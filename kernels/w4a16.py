@@ -1,8 +1,9 @@
 """W4A16: y = x · Wᵀ with int4 weights (kernels/int4_layout.py) and one bf16/fp16 scale per group of input
-columns. Three paths: a split-K GEMV for decoding (kernels/w4a16_gemv.py), a tensor-core kernel that dequantizes
-each tile in registers (here), and dequantize-then-cuBLAS (kernels/w4a16_dequantize.py). Up to
-GEMV_CANDIDATE_ROWS rows the GEMV and the tensor-core kernel compete, from DEQUANTIZE_CANDIDATE_ROWS the
-tensor-core kernel and dequantize-then-cuBLAS: each pair is timed on the first call per shape, the faster kept.
+columns. Four paths: two GEMVs for decoding (kernels/w4a16_gemv.py, split-K over tiles, for narrow outputs;
+kernels/w4a16_strip_gemv.py, column strips, for wide ones), a tensor-core kernel that dequantizes each tile in
+registers (here), and dequantize-then-cuBLAS (kernels/w4a16_dequantize.py). Up to GEMV_CANDIDATE_ROWS rows the
+faster GEMV and the tensor-core kernel compete, from DEQUANTIZE_CANDIDATE_ROWS the tensor-core kernel and
+dequantize-then-cuBLAS: each pair is timed on the first call per shape, the faster kept.
 
 Split-K spreads one output tile's K loop over several programs that add into a shared fp32 workspace
 (kernels/split_k.py), so small M has enough programs in flight.
@@ -18,6 +19,7 @@ from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotune, second_is_faster
 from kernels.w4a16_dequantize import dequantize_to_kn
 from kernels.w4a16_gemv import GEMV_CANDIDATE_ROWS, run_gemv
+from kernels.w4a16_strip_gemv import run_strip_gemv
 
 if triton is not None:
     import triton.language as tl
@@ -197,8 +199,8 @@ def w4a16_matmul(
     [N, K / group_size] and, for asymmetric weights, int8 zero points of the same shape; out [..., N] in x's dtype.
 
     On CUDA the path is chosen by timing (see DEQUANTIZE_CANDIDATE_ROWS) and the tile shape autotuned per (M bucket,
-    N, K); `config` pins a tile (tests, the interpreter), {"GEMV": True, ...} the GEMV kernel and
-    {"DEQUANTIZE": True} the dequantize-then-matmul path."""
+    N, K); `config` pins a tile (tests, the interpreter), {"GEMV": True, ...} the split-K GEMV,
+    {"STRIP": True, ...} the strip GEMV and {"DEQUANTIZE": True} the dequantize-then-matmul path."""
     require_triton()
     if x.dtype not in (torch.bfloat16, torch.float16):
         raise ValueError(f"x must be bf16 or fp16, got {x.dtype}")
@@ -250,6 +252,9 @@ def w4a16_matmul(
     if pinned.pop("GEMV", False):
         run_gemv(args, m, n, k, strides, flags, pinned)
         return target.view(*x.shape[:-1], n)
+    if pinned.pop("STRIP", False):
+        run_strip_gemv(args, m, n, k, strides, flags, pinned)
+        return target.view(*x.shape[:-1], n)
 
     def grid(meta: dict) -> tuple[int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
@@ -261,14 +266,19 @@ def w4a16_matmul(
         _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **tile_flags, UPCAST=interpreted(), **pinned)
         return target.view(*x.shape[:-1], n)
 
-    def gemv() -> None:
+    def split_k_gemv() -> None:
         run_gemv(args, m, n, k, strides, flags, None)
+
+    def strip_gemv() -> None:
+        run_strip_gemv(args, m, n, k, strides, flags, None)
 
     def fused() -> None:
         _w4a16_autotuned[grid](*args, m, n, k, *strides, **tile_flags, UPCAST=False)
 
     shape = (n, k, group_size, x.dtype, zero_point is not None, bias is not None, x.device)
     if m <= GEMV_CANDIDATE_ROWS:
+        strip = second_is_faster(("split-K or strip gemv", m, *shape), split_k_gemv, strip_gemv)
+        gemv = strip_gemv if strip else split_k_gemv
         chosen = fused if second_is_faster(("gemv or tile", m, *shape), gemv, fused) else gemv
     elif m >= DEQUANTIZE_CANDIDATE_ROWS:
         dequantize = second_is_faster(("tile or dequantize", tile_flags["M_BUCKET"], *shape), fused, dequantized)

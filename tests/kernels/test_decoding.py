@@ -62,14 +62,14 @@ def test_where_compiling_fails_both_models_are_timed_eagerly(tmp_path: Path, mon
             return load_model(path)[0]
         return load
 
-    compiled = kernels.decoding.compiled_forward
+    compiled = kernels.decoding.compiled_step
 
     def compile_fails_for_the_second(model):  # type: ignore[no-untyped-def]
         if "original" in loads:
             raise RuntimeError("inductor: unsupported op\nlong traceback")
         return compiled(model)
 
-    monkeypatch.setattr(kernels.decoding, "compiled_forward", compile_fails_for_the_second)
+    monkeypatch.setattr(kernels.decoding, "compiled_step", compile_fails_for_the_second)
     monkeypatch.setattr(kernels.speed_report, "BATCHES", (1, 2))
     monkeypatch.setattr(kernels.speed_report, "NEW_TOKENS", 2)
     rows, step = kernels.speed_report.compare_decoding(loader("compressed"), loader("original"))

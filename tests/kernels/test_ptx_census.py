@@ -29,7 +29,7 @@ def _rows(tmp_path: Path, *args: str) -> dict[str, dict]:
 
 
 def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> None:
-    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-m64,w4a16-fp16-zero,w4a16-gemv,w8a8-int8,2of4")
+    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-m64,w4a16-fp16-zero,w4a16-gemv,w4a16-strip,w8a8-int8,2of4")
     w4a16 = hopper["w4a16"]
     assert w4a16["counts"]["wgmma"] > 0 and w4a16["counts"]["mma_sync"] == 0
     assert w4a16["mma_a_in_registers"] and w4a16["shared_bytes"] > 0
@@ -48,6 +48,11 @@ def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> No
     # the decode GEMV is bound by instruction issue: its loop must stay near the AND and the FMA each code needs
     # (4.6 per code before the offsets moved into the group sums and the odd column's nibbles shared x)
     assert 2 < gemv["loop_instructions_per_weight"] < 4
+    # the strip GEMV keeps a unit's word rows in one thread: scales, offsets and x loads are paid per unit and
+    # row, not per word (2.55 per code against the split-K GEMV's 3.62)
+    strip = hopper["w4a16-strip"]
+    assert strip["counts"]["wgmma"] == strip["counts"]["mma_sync"] == 0
+    assert 2 < strip["loop_instructions_per_weight"] < min(2.8, gemv["loop_instructions_per_weight"] - 0.5)
     assert hopper["w8a8-int8"]["counts"]["wgmma"] > 0 and not hopper["w8a8-int8"]["mma_a_in_registers"]
     # 2:4 rebuilds its dense tile in registers as the first operand (a select depending on an arange along K
     # made Triton stage it through shared memory, 40 st.shared; x arrives by cp.async)

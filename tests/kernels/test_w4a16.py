@@ -56,6 +56,15 @@ def test_unpacking_inverts_compressed_tensors_packing() -> None:
         (2, 40, 384, 96, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 1}),
         (1, 24, 320, 160, {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 256, "SPLIT_K": 1}),
         (1, 32, 384, 192, {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 2}),
+        # strip GEMV: units of 8, 16 and 32 word rows, K slices over them, a ragged K and odd N, groups that
+        # share a unit's nibble positions (128, 256) or split them (32, 64, 96, 160, 192)
+        (1, 64, 256, 128, {"STRIP": True, "PAIRS": 16, "SEG": 8, "SPLIT_K": 1}),
+        (2, 40, 384, 64, {"STRIP": True, "PAIRS": 16, "SEG": 16, "SPLIT_K": 2}),
+        (1, 33, 320, 32, {"STRIP": True, "PAIRS": 8, "SEG": 32, "SPLIT_K": 3}),
+        (1, 64, 512, 256, {"STRIP": True, "PAIRS": 32, "SEG": 8, "SPLIT_K": 2}),
+        (2, 40, 480, 96, {"STRIP": True, "PAIRS": 16, "SEG": 8, "SPLIT_K": 1}),
+        (1, 24, 320, 160, {"STRIP": True, "PAIRS": 8, "SEG": 16, "SPLIT_K": 2}),
+        (1, 24, 384, 192, {"STRIP": True, "PAIRS": 8, "SEG": 8, "SPLIT_K": 1}),
     ],
 )
 def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> None:  # type: ignore[no-untyped-def]
@@ -76,6 +85,7 @@ def test_kernel_matches_the_dequantized_matmul(m, n, k, group_size, config) -> N
     {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_K": 1},  # group 32: scaled before the MMA
     {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1},
     {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 2},
+    {"STRIP": True, "PAIRS": 16, "SEG": 16, "SPLIT_K": 2},
     {"DEQUANTIZE": True},
 ])
 def test_asymmetric_weights_with_bias(config: dict) -> None:
@@ -96,14 +106,15 @@ def test_asymmetric_weights_with_bias(config: dict) -> None:
     assert relative_error(reference, x.float() @ dequantized.T + bias.float()) < 1e-2
 
 
-def test_split_k_gemv_leaves_its_workspace_zeroed_for_the_next_call() -> None:
+@pytest.mark.parametrize("config", [{"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 4},
+                                    {"STRIP": True, "PAIRS": 16, "SEG": 8, "SPLIT_K": 4}])
+def test_split_k_gemvs_leave_their_workspace_zeroed_for_the_next_call(config: dict) -> None:
     """The last K slice of each tile writes the output and clears the shared workspace; calls of different
     shapes in a row (as a model's layers make them) must each come out right."""
     for n, k, seed in [(40, 512, 1), (72, 128, 2), (40, 640, 3)]:
         packed, scale, dequantized = _layer(n, k, 32, seed=seed)
         x = randn(2, k, seed=seed)
-        got = w4a16_matmul(x, to_kernel_layout(packed, k).to(DEVICE), scale.to(DEVICE), 32,
-                           config={"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 4})
+        got = w4a16_matmul(x, to_kernel_layout(packed, k).to(DEVICE), scale.to(DEVICE), 32, config=config)
         assert relative_error(got, x.float() @ dequantized.to(DEVICE).T) < 1e-2
         sums, arrivals = split_k_workspace(DEVICE, 0, 0)
         assert not sums.any() and not arrivals.any()
@@ -151,6 +162,7 @@ def test_bad_arguments_are_refused() -> None:
     {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2},
     {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1},
     {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 128, "SPLIT_K": 2},
+    {"STRIP": True, "PAIRS": 8, "SEG": 8, "SPLIT_K": 3},
     {"DEQUANTIZE": True},
 ])
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
