@@ -9,7 +9,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from compress.model_io import load_model
-from kernels.decoding import GreedyDecoder, measure_decode_speed
+from kernels.decoding import GreedyDecoder, greedy_token, measure_decode_speed
 from kernels.speed_report import decode_speed_report
 from tests.compress.conftest import build_random_llama
 
@@ -23,6 +23,23 @@ def test_static_cache_decoding_generates_what_transformers_generates(tmp_path: P
                               min_new_tokens=6, pad_token_id=0)[:, 7:]
     assert torch.equal(ours, expected)
     assert torch.equal(decoder.decode(), ours)  # a second run starts from a fresh prefill
+
+
+def test_the_two_stage_greedy_pick_is_argmax() -> None:
+    """Chunked maxima then the best chunk: argmax's token for vocabularies that fill the last chunk or not, in
+    bf16 (many ties) and fp32, with ties going to the first index."""
+    generator = torch.Generator().manual_seed(0)
+    for vocab, dtype in [(1000, torch.float32), (1024, torch.bfloat16), (3001, torch.bfloat16), (257, torch.float32)]:
+        logits = torch.randn(4, vocab, generator=generator).to(dtype)
+        logits[1] = logits[1].round()  # ties across chunks
+        logits[2] = 0.0  # one tie everywhere: index 0
+        logits[3] = -1.0 - logits[3].abs()  # all below the padding's zero, were it zero
+        picked = greedy_token(logits, chunk=256)
+        assert picked.shape == (4, 1) and picked.dtype == torch.long
+        assert torch.equal(picked, logits.argmax(-1, keepdim=True)), vocab
+    logits = torch.zeros(1, 600)
+    logits[0, [300, 599]] = 1.0  # the maximum in two chunks, the first in the middle of its chunk
+    assert greedy_token(logits, chunk=256).item() == 300
 
 
 def test_speed_is_measured_and_described(tmp_path: Path) -> None:
