@@ -6,6 +6,7 @@ whole field, which is how the config lists in kernels/ were chosen and how to re
     python bench/tile_sweep.py --kernel w4a16 --shapes 8192x28672 --ms 64,128 [--top 8]
     python bench/tile_sweep.py --kernel w8a8-int8 --configs "BLOCK_M=64,BLOCK_N=32,BLOCK_K=256,num_warps=4"
     python bench/tile_sweep.py --kernel w4a16-gemv --shapes 4096x4096,4096x28672 --ms 1
+    python bench/tile_sweep.py --kernel w4a16-strip --shapes 4096x28672,14336x4096 --ms 1
 
 `--configs` takes configs separated by ';', each comma-separated key=value pairs of the kernel's pinned config
 (tile constexprs, num_warps, num_stages); unnamed tile keys default as the kernel's pinned path defaults them.
@@ -23,12 +24,14 @@ from typing import NamedTuple
 import torch
 import triton
 
-from kernels import w4a16, w4a16_gemv, w8a8
+from kernels import w4a16, w4a16_gemv, w4a16_strip_gemv, w8a8
 from kernels.int4_layout import pack_kernel_layout
 from kernels.tuning import cold_time_ms
 
 GROUP = 128
-KERNELS = ("w4a16", "w4a16-gemv", "w8a8-int8")
+KERNELS = ("w4a16", "w4a16-gemv", "w4a16-strip", "w8a8-int8")
+DECODE_KERNELS = {"w4a16-gemv": ("GEMV", "_GEMV_CONFIGS", w4a16_gemv),  # pinned flag, autotuner list, module
+                  "w4a16-strip": ("STRIP", "_STRIP_CONFIGS", w4a16_strip_gemv)}
 
 
 def parse_configs(text: str) -> list[dict]:
@@ -47,8 +50,9 @@ def parse_configs(text: str) -> list[dict]:
 
 def product_configs(kernel: str, m: int) -> list[dict]:
     """The kernel's autotuner list as its pruning leaves it for M rows, as pinned configs."""
-    if kernel == "w4a16-gemv":  # one list for every row count (the GEMV's autotuner is keyed on M, not pruned)
-        kept = w4a16_gemv._GEMV_CONFIGS
+    if kernel in DECODE_KERNELS:  # one list for every row count (the GEMVs' autotuners are keyed on M)
+        _, name, module = DECODE_KERNELS[kernel]
+        kept = getattr(module, name)
     else:
         module = w4a16 if kernel == "w4a16" else w8a8
         kept = module._prune(module._CONFIGS, {"M_BUCKET": max(16, triton.next_power_of_2(m))})
@@ -64,7 +68,7 @@ class Case(NamedTuple):
 
 
 def _case(kernel: str, k: int, n: int, m: int) -> Case:
-    if kernel in ("w4a16", "w4a16-gemv"):
+    if kernel == "w4a16" or kernel in DECODE_KERNELS:
         codes = torch.randint(-8, 8, (n, k), dtype=torch.int8, device="cuda")
         scale = (torch.rand(n, k // GROUP, device="cuda") * 0.02 + 1e-3).to(torch.bfloat16)
         packed, scale_gm = pack_kernel_layout(codes), scale.t().contiguous().t()  # group-major, as Int4Linear
@@ -72,7 +76,7 @@ def _case(kernel: str, k: int, n: int, m: int) -> Case:
         x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
         out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
 
-        gemv = {"GEMV": True} if kernel == "w4a16-gemv" else {}
+        gemv = {DECODE_KERNELS[kernel][0]: True} if kernel in DECODE_KERNELS else {}
 
         def run(config: dict | None) -> torch.Tensor:
             pinned = None if config is None else {**gemv, **config}

@@ -1,8 +1,9 @@
-"""W4A16 for decoding (a few rows): a split-K GEMV on CUDA cores. There is no tensor-core tile to fill at M=1,
-and measured on an H200 the loop was bound by instruction issue rather than by HBM (the same loop without its
-arithmetic streamed the weights twice as fast; cutting its SASS from 4.6 to 3.6 instructions per code took
-28672 x 8192 from 51.6 to 42.5 us), so each code costs one AND and one fused multiply-add and little else:
-bench/ptx_census.py counts the loop."""
+"""W4A16 for decoding (a few rows): a split-K GEMV on CUDA cores, the one of the two GEMVs that suits narrow
+outputs (kernels/w4a16_strip_gemv.py, the other, wide ones; kernels/w4a16.py times both per shape). There is no
+tensor-core tile to fill at M=1, and measured on an H200 the loop was bound by instruction issue rather than by
+HBM (the same loop without its arithmetic streamed the weights twice as fast; cutting its SASS from 4.6 to 3.6
+instructions per code took 28672 x 8192 from 51.6 to 42.5 us), so each code costs one AND and one fused
+multiply-add and little else: bench/ptx_census.py counts the loop."""
 
 from __future__ import annotations
 

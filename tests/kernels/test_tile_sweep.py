@@ -47,6 +47,16 @@ def test_gemv_sweeps_its_whole_autotuner_list() -> None:
     assert {config["num_warps"] for config in configs} >= {2, 4, 8, 16}
 
 
+def test_strip_gemv_sweeps_its_whole_autotuner_list() -> None:
+    from kernels.w4a16_strip_gemv import _STRIP_CONFIGS
+
+    configs = _module().product_configs("w4a16-strip", 1)
+    assert len(configs) == len(_STRIP_CONFIGS) and configs == _module().product_configs("w4a16-strip", 8)
+    # a warp per 128 column pairs: each thread's four words, every word row of a unit in that thread
+    assert all(config["num_warps"] * 128 == config["PAIRS"] and {"SEG", "SPLIT_K"} <= set(config)
+               for config in configs)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--shapes", "4096"], "KxN"),
     (["--ms", "0"], "positive"),
