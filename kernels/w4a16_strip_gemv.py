@@ -29,8 +29,9 @@ if triton is not None:
     @triton.jit
     def _scaled_x(x_row, k, j: tl.constexpr, exponent: tl.constexpr, K, X_MASKED: tl.constexpr):
         """x[k] as fp32 times 2^exponent. bf16 bits shifted into fp32 with the exponent added in one integer
-        multiply-add: exact for normal x; zero and subnormal x come out below 2^-30, whose products with a code
-        (< 2^-133) vanish in fp32 as the exact ones do. fp16 is converted and multiplied."""
+        multiply-add: exact for normal x below 2^32 (beyond, x * 2^96 overflows in either GEMV); zero and
+        subnormal x come out below 2^-30, whose products with a code (< 2^-133) vanish in fp32 as the exact ones
+        do. fp16 is converted and multiplied."""
         if x_row.dtype.element_ty == tl.bfloat16:
             bits_ptr = x_row.to(tl.pointer_type(tl.uint16)) + k + 32 * j
             if X_MASKED:
