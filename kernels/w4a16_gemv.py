@@ -40,6 +40,55 @@ if triton is not None:
         return chosen
 
     @triton.jit
+    def load_pair_scales(scale_ptr, zero_ptr, group, pairs, group_ok, pair_ok, N, stride_sn, stride_sg,
+                         stride_zn, stride_zg, HAS_ZERO: tl.constexpr, PAIRED: tl.constexpr):
+        """fp32 scales (and zero points) of `group` for the even and odd column of each of `pairs` (broadcast
+        against each other); masked ones read 0. Zero points come back as the scales when there are none."""
+        if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
+            mask = group_ok & pair_ok
+            both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + group * (stride_sg // 2) + pairs, mask=mask,
+                           other=0)
+            if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
+                scale_even = (both << 16).to(tl.float32, bitcast=True)
+                scale_odd = (both & -65536).to(tl.float32, bitcast=True)
+            else:
+                scale_even = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+                scale_odd = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+            zero_even, zero_odd = scale_even, scale_odd
+            if HAS_ZERO:
+                zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + group * (stride_zg // 2) + pairs,
+                                mask=mask, other=0).to(tl.int32)
+                zero_even = ((zeros << 24) >> 24).to(tl.float32)
+                zero_odd = (zeros >> 8).to(tl.float32)
+        else:  # strided loads, one per column
+            cols = 2 * pairs
+            mask_even = group_ok & (cols < N)
+            mask_odd = group_ok & (cols + 1 < N)
+            scale_even = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=mask_even,
+                                 other=0.0).to(tl.float32)
+            scale_odd = tl.load(scale_ptr + (cols + 1) * stride_sn + group * stride_sg, mask=mask_odd,
+                                other=0.0).to(tl.float32)
+            zero_even, zero_odd = scale_even, scale_odd
+            if HAS_ZERO:
+                zero_even = tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=mask_even,
+                                    other=0).to(tl.float32)
+                zero_odd = tl.load(zero_ptr + (cols + 1) * stride_zn + group * stride_zg, mask=mask_odd,
+                                   other=0).to(tl.float32)
+        return scale_even, scale_odd, zero_even, zero_odd
+
+    @triton.jit
+    def store_pair_columns(even, odd, pairs, row, out_ptr, sums_ptr, bias_ptr, arrival_ptr, N, stride_om,
+                           HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr):
+        """Writes per-pair fp32 sums (times 2^53, the codes' float trick undone) of one input row: even columns
+        from `even`, odd from `odd`, through the split-K workspace when K is split."""
+        parity = tl.arange(0, 2)[:, None]  # [2, pairs]: even columns in row 0, odd in row 1
+        total = tl.where(parity == 0, even[None, :], odd[None, :]) * 2.0 ** 53
+        cols = 2 * pairs[None, :] + parity
+        col_ok = cols < N
+        store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok,
+                      bias_ptr + cols, col_ok, arrival_ptr, HAS_BIAS, SPLIT_K)
+
+    @triton.jit
     def _next_step(word_rows, ks, STEP: tl.constexpr):
         """The next step's word rows and their nibble-0 input columns (whole quad blocks: 128 columns each)."""
         word_rows += STEP
@@ -82,34 +131,9 @@ if triton is not None:
                 group_ok = (groups < K // GROUP_SIZE)[:, None]
             else:
                 group_ok = tl.full((ROWS, 1), 1, tl.int1)
-            if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
-                mask = group_ok & pair_ok[None, :]
-                both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + groups[:, None] * (stride_sg // 2)
-                               + pairs[None, :], mask=mask, other=0)
-                if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
-                    scale_even = (both << 16).to(tl.float32, bitcast=True)
-                    scale_odd = (both & -65536).to(tl.float32, bitcast=True)
-                else:
-                    scale_even = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                    scale_odd = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                if HAS_ZERO:
-                    zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + groups[:, None] * (stride_zg // 2)
-                                    + pairs[None, :], mask=mask, other=0).to(tl.int32)
-                    zero_even = ((zeros << 24) >> 24).to(tl.float32)
-                    zero_odd = (zeros >> 8).to(tl.float32)
-            else:  # strided loads, one per column
-                cols = 2 * pairs[None, :]
-                mask_even = group_ok & (cols < N)
-                mask_odd = group_ok & (cols + 1 < N)
-                scale_even = tl.load(scale_ptr + cols * stride_sn + groups[:, None] * stride_sg, mask=mask_even,
-                                     other=0.0).to(tl.float32)
-                scale_odd = tl.load(scale_ptr + (cols + 1) * stride_sn + groups[:, None] * stride_sg,
-                                    mask=mask_odd, other=0.0).to(tl.float32)
-                if HAS_ZERO:
-                    zero_even = tl.load(zero_ptr + cols * stride_zn + groups[:, None] * stride_zg, mask=mask_even,
-                                        other=0).to(tl.float32)
-                    zero_odd = tl.load(zero_ptr + (cols + 1) * stride_zn + groups[:, None] * stride_zg,
-                                       mask=mask_odd, other=0).to(tl.float32)
+            scale_even, scale_odd, zero_even, zero_odd = load_pair_scales(
+                scale_ptr, zero_ptr, groups[:, None], pairs[None, :], group_ok, pair_ok[None, :], N,
+                stride_sn, stride_sg, stride_zn, stride_zg, HAS_ZERO, PAIRED)
             x_sum = _nibble(first, x0, x1, x2, x3)
             for j in tl.static_range(first + 1, first + GROUP_NIBBLES):
                 x_sum += _nibble(j, x0, x1, x2, x3)
@@ -194,14 +218,9 @@ if triton is not None:
                     stride_sn, stride_sg, stride_zn, stride_zg, GROUP_SIZE, GROUP_NIBBLES, HAS_ZERO, PAIRED, X_MASKED,
                     ROWS, PAIRS)
                 word_rows, ks = _next_step(word_rows, ks, STEP)
-        # [2, BLOCK_N / 2]: even columns in row 0, odd in row 1
-        odd = tl.arange(0, 2)[:, None]
-        total = tl.where(odd == 0, tl.sum(acc_even, axis=0)[None, :], tl.sum(acc_odd, axis=0)[None, :]) * 2.0 ** 53
-        cols = 2 * pairs[None, :] + odd
-        col_ok = cols < N
-        tile = row * tl.num_programs(1) + tl.program_id(1)
-        store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok,
-                      bias_ptr + cols, col_ok, arrivals_ptr + tile, HAS_BIAS, SPLIT_K)
+        store_pair_columns(tl.sum(acc_even, axis=0), tl.sum(acc_odd, axis=0), pairs, row, out_ptr, sums_ptr,
+                           bias_ptr, arrivals_ptr + row * tl.num_programs(1) + tl.program_id(1), N, stride_om,
+                           HAS_BIAS, SPLIT_K)
 
     # BLOCK_K codes per column per step, in BLOCK_K / 4 word rows of BLOCK_N / 2 words; fewer word rows than
     # threads (BLOCK_K / 4 < 32 * num_warps) keeps x out of shared memory

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import torch
 
-from kernels.split_k import store_split_k
 from kernels.triton_support import triton
 from kernels.tuning import autotune
+from kernels.w4a16_gemv import load_pair_scales, store_pair_columns
 
 if triton is not None:
     import triton.language as tl
@@ -88,32 +88,9 @@ if triton is not None:
                     GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, PAIRED: tl.constexpr):
         """acc += (part - (8 + z) * x_sum * 2^-53) * scale for one group of every column pair (the scales past a
         ragged K read as zero)."""
-        ok = pair_ok & (tl.zeros_like(pairs) + group < K // GROUP_SIZE)
-        if PAIRED:  # one 32-bit load holds a column pair's two scales (and a 16-bit one its zeros)
-            both = tl.load(scale_ptr.to(tl.pointer_type(tl.int32)) + group * (stride_sg // 2) + pairs, mask=ok,
-                           other=0)
-            if scale_ptr.dtype.element_ty == tl.bfloat16:  # bf16 to fp32 is a 16-bit shift
-                scale_e = (both << 16).to(tl.float32, bitcast=True)
-                scale_o = (both & -65536).to(tl.float32, bitcast=True)
-            else:
-                scale_e = (both & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-                scale_o = (both >> 16).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
-            if HAS_ZERO:
-                zeros = tl.load(zero_ptr.to(tl.pointer_type(tl.int16)) + group * (stride_zg // 2) + pairs, mask=ok,
-                                other=0).to(tl.int32)
-                zero_e = ((zeros << 24) >> 24).to(tl.float32)
-                zero_o = (zeros >> 8).to(tl.float32)
-        else:  # strided loads, one per column
-            cols = 2 * pairs
-            scale_e = tl.load(scale_ptr + cols * stride_sn + group * stride_sg, mask=ok & (cols < N),
-                              other=0.0).to(tl.float32)
-            scale_o = tl.load(scale_ptr + (cols + 1) * stride_sn + group * stride_sg, mask=ok & (cols + 1 < N),
-                              other=0.0).to(tl.float32)
-            if HAS_ZERO:
-                zero_e = tl.load(zero_ptr + cols * stride_zn + group * stride_zg, mask=ok & (cols < N),
-                                 other=0).to(tl.float32)
-                zero_o = tl.load(zero_ptr + (cols + 1) * stride_zn + group * stride_zg, mask=ok & (cols + 1 < N),
-                                 other=0).to(tl.float32)
+        scale_e, scale_o, zero_e, zero_o = load_pair_scales(
+            scale_ptr, zero_ptr, group, pairs, tl.zeros_like(pairs) + group < K // GROUP_SIZE, pair_ok, N,
+            stride_sn, stride_sg, stride_zn, stride_zg, HAS_ZERO, PAIRED)
         if HAS_ZERO:
             acc_e += (part_e - (zero_e + 8.0) * (x_sum * 2.0 ** -53)) * scale_e
             acc_o += (part_o - (zero_o + 8.0) * (x_sum * 2.0 ** -53)) * scale_o
@@ -178,14 +155,9 @@ if triton is not None:
                 acc_e, acc_o = _add_scaled(acc_e, acc_o, part_e, part_o, x_sum, group, pairs, pair_ok, N, K,
                                            scale_ptr, zero_ptr, stride_sn, stride_sg, stride_zn, stride_zg,
                                            GROUP_SIZE, HAS_ZERO, PAIRED)
-        # [2, PAIRS]: even columns in row 0, odd in row 1
-        odd = tl.arange(0, 2)[:, None]
-        total = tl.where(odd == 0, acc_e[None, :], acc_o[None, :]) * 2.0 ** 53
-        cols = 2 * pairs[None, :] + odd
-        col_ok = cols < N
-        tile = row * tl.num_programs(1) + tl.program_id(1)
-        store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok,
-                      bias_ptr + cols, col_ok, arrivals_ptr + tile, HAS_BIAS, SPLIT_K)
+        store_pair_columns(acc_e, acc_o, pairs, row, out_ptr, sums_ptr, bias_ptr,
+                           arrivals_ptr + row * tl.num_programs(1) + tl.program_id(1), N, stride_om, HAS_BIAS,
+                           SPLIT_K)
 
     # PAIRS = 128 a warp (four words a thread, every word row of the unit in the thread); the picks of an H200
     # sweep at one row over 4096 x 4096 .. 8192 x 28672
