@@ -208,5 +208,19 @@ def test_each_kernel_is_tuned_per_row_count() -> None:
     kernel (on an H200 at 4096 x 4096: 4 K slices tuned for 8 rows, 16 best for one)."""
     from kernels.w4a16 import _w4a16_autotuned
     from kernels.w4a16_gemv import _w4a16_gemv_autotuned
+    from kernels.w4a16_strip_gemv import _w4a16_strip_autotuned
 
     assert "M" in _w4a16_gemv_autotuned.keys and "M_BUCKET" in _w4a16_autotuned.keys
+    assert {"M", "N", "K"} <= set(_w4a16_strip_autotuned.keys)
+
+
+def test_strip_configs_past_the_units_of_k_are_pruned() -> None:
+    """A K slice with no unit of K to take would launch only to add zeros; a K of one quad block keeps at least
+    one config."""
+    from kernels.w4a16_strip_gemv import _STRIP_CONFIGS, _prune
+
+    assert _prune(_STRIP_CONFIGS, {"K": 4096}) == _STRIP_CONFIGS  # 32 quad blocks: 32 units of 32 rows, 128 of 8
+    kept = _prune(_STRIP_CONFIGS, {"K": 2048})
+    assert kept == [c for c in _STRIP_CONFIGS if c.kwargs["SPLIT_K"] <= 16 * 32 // c.kwargs["SEG"]]
+    assert 0 < len(kept) < len(_STRIP_CONFIGS)
+    assert _prune(_STRIP_CONFIGS, {"K": 128}) == _STRIP_CONFIGS[:1]
