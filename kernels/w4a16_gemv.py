@@ -260,6 +260,13 @@ def _x_masked(k: int, block_k: int) -> bool:
     return k % math.lcm(QUAD_BLOCK, block_k) != 0
 
 
+def scales_paired(n: int, scale: torch.Tensor, zero: torch.Tensor | None) -> bool:
+    """Whether the GEMVs may read a column pair's two scales (and zero points) with one load: group-major,
+    N even, each group's row 4-byte aligned (load_pair_scales)."""
+    return n % 2 == 0 and all(tensor.stride(0) == 1 and tensor.stride(1) % 2 == 0 and tensor.data_ptr() % 4 == 0
+                              for tensor in ((scale, zero) if zero is not None else (scale,)))
+
+
 def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, pinned: dict | None) -> None:
     """One program row per input row; autotuned per (M, N, K, group) unless `pinned` gives the tile. `args` and
     `strides` as the tile kernel takes them: the quad layout is read here as int32 column pairs."""
@@ -267,9 +274,7 @@ def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, p
     args = (args[0], packed, *args[2:])
     strides = (strides[0], packed.stride(0), *strides[2:])
     scale, zero = args[2], args[3]
-    flags = {**flags, "PAIRED": n % 2 == 0 and all(
-        tensor.stride(0) == 1 and tensor.stride(1) % 2 == 0 and tensor.data_ptr() % 4 == 0
-        for tensor in ((scale, zero) if flags["HAS_ZERO"] else (scale,)))}
+    flags = {**flags, "PAIRED": scales_paired(n, scale, zero if flags["HAS_ZERO"] else None)}
 
     def grid(meta: dict) -> tuple[int, int, int]:
         return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])

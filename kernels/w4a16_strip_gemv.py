@@ -21,7 +21,7 @@ import torch
 
 from kernels.triton_support import triton
 from kernels.tuning import autotune
-from kernels.w4a16_gemv import load_pair_scales, store_pair_columns
+from kernels.w4a16_gemv import load_pair_scales, scales_paired, store_pair_columns
 
 if triton is not None:
     import triton.language as tl
@@ -186,9 +186,8 @@ def run_strip_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: d
     packed = args[1].view(torch.int32)
     args = (args[0], packed, *args[2:])
     scale, zero = args[2], args[3]
-    flags = {**flags, "X_MASKED": k % 128 != 0, "STRIDE_PK": packed.shape[1], "PAIRED": n % 2 == 0 and all(
-        tensor.stride(0) == 1 and tensor.stride(1) % 2 == 0 and tensor.data_ptr() % 4 == 0
-        for tensor in ((scale, zero) if flags["HAS_ZERO"] else (scale,)))}
+    flags = {**flags, "X_MASKED": k % 128 != 0, "STRIDE_PK": packed.shape[1],
+             "PAIRED": scales_paired(n, scale, zero if flags["HAS_ZERO"] else None)}
     strides = (strides[0], *strides[2:])
 
     def grid(meta: dict) -> tuple[int, int, int]:
