@@ -4,8 +4,8 @@ model with every decoder Linear on one of Shrinkray's kernels (lm_head stays bf1
 The weights are random and quantized by round-to-nearest here (only shapes and formats matter for speed).
 Decoding uses a static KV cache and a CUDA graph per step (kernels/decoding.py), the way serving engines run,
 so launch overhead does not hide the kernels. A scheme named "<scheme>-fused" (w4a16-fused, w8a8-int8-fused, ...)
-is that scheme with each block's q/k/v and gate/up projections run as one matmul (kernels/fusion.py). Run on a
-GPU:
+is that scheme with each block's q/k/v and gate/up projections run as one matmul (kernels/fusion.py; for W4A16
+gate, up and the SiLU between them are one kernel layer). Run on a GPU:
     python bench/decode_speed.py                      # w4a16 and w4a16-fused, batch 1 and 16
     python bench/decode_speed.py --schemes w4a16,w8a8-int8,w8a8-fp8,2of4 --layers 8
     python bench/decode_speed.py --compile yes --profile   # and where each step's GPU time goes, by kernel
@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+import transformers
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
@@ -29,7 +30,7 @@ from compress.float8 import quantize_fp8_weight
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
 from kernels.decoding import GreedyDecoder, measure_decode_speed
-from kernels.fusion import FusedProjections, fuse_sibling_projections
+from kernels.fusion import GatedMLP, fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
 
 TARGET_SPEEDUP_BATCH1 = 2.5  # W4A16 over bf16, from the issue
@@ -70,22 +71,34 @@ def step_profile(model: nn.Module, batch: int, prompt_tokens: int, compiled: boo
             decoder.step()
         torch.cuda.synchronize()
     per_kernel: Counter[str] = Counter()
+    launches: Counter[str] = Counter()
     for event in profiler.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             per_kernel[event.name] += event.device_time / steps
+            launches[event.name] += 1
     return {"kernel_us_per_step": sum(per_kernel.values()),
-            "top_kernels_us": [[name[:120], us] for name, us in per_kernel.most_common(12)]}
+            "launches_per_step": sum(launches.values()) / steps,
+            "kernels_us": [[name[:160], us, launches[name] / steps] for name, us in per_kernel.most_common()]}
 
 
-def swap(model: nn.Module, replacements: dict[str, nn.Module]) -> dict[str, nn.Module]:
-    """Put `replacements` in place by qualified name; returns what they replaced."""
-    previous = {}
+def swap(model: nn.Module, replacements: dict[str, nn.Module]) -> None:
+    """Put `replacements` in place by qualified name."""
     for name, module in replacements.items():
         parent, _, child = name.rpartition(".")
-        owner = model.get_submodule(parent)
-        previous[name] = getattr(owner, child)
-        setattr(owner, child, module)
-    return previous
+        setattr(model.get_submodule(parent), child, module)
+
+
+def module_tree(model: nn.Module) -> list[tuple[nn.Module, dict[str, nn.Module]]]:
+    """Every module with its children, to put back with restore_tree after conversion and fusion."""
+    return [(parent, dict(parent.named_children())) for parent in model.modules()]
+
+
+def restore_tree(tree: list[tuple[nn.Module, dict[str, nn.Module]]]) -> None:
+    for parent, children in tree:
+        for name in [name for name in parent._modules if name not in children]:  # what fusion added
+            delattr(parent, name)
+        for name, child in children.items():
+            setattr(parent, name, child)
 
 
 def main() -> None:
@@ -121,26 +134,26 @@ def main() -> None:
                   f"  graph={speed.cuda_graph} compiled={compiled} {speed.note}", flush=True)
             if args.profile and device.type == "cuda":
                 profiled = rows[-1]["profile"] = step_profile(model, batch, args.prompt_tokens, compiled)
-                print(f"  kernels {profiled['kernel_us_per_step']:.1f} us per step; the largest:", flush=True)
-                for name, us in profiled["top_kernels_us"][:6]:
-                    print(f"    {us:8.1f} us  {name[:100]}", flush=True)
+                print(f"  kernels {profiled['kernel_us_per_step']:.1f} us in {profiled['launches_per_step']:.0f} "
+                      "launches per step; the largest (us, launches per step):", flush=True)
+                for name, us, count in profiled["kernels_us"][:8]:
+                    print(f"    {us:8.1f} {count:4.0f}  {name[:100]}", flush=True)
 
     def measure_all(compiled: bool) -> None:
         measure("bf16", compiled)
         for scheme in args.schemes.split(","):
             started = time.perf_counter()
+            tree = module_tree(model)
             with torch.no_grad():
-                replaced = swap(model, {name: compressed_linear(linear, scheme.removesuffix("-fused"))
-                                           for name, linear in targets.items()})
-            print(f"{scheme}: converted {len(replaced)} Linears in {time.perf_counter() - started:.1f} s", flush=True)
+                swap(model, {name: compressed_linear(linear, scheme.removesuffix("-fused"))
+                             for name, linear in targets.items()})
+            print(f"{scheme}: converted {len(targets)} Linears in {time.perf_counter() - started:.1f} s", flush=True)
             if scheme.endswith("-fused"):
-                print(f"{scheme}: fused projections (q/k/v, gate/up) {fuse_sibling_projections(model)}", flush=True)
+                fused = fuse_sibling_projections(model)
+                gated = sum(isinstance(module, GatedMLP) for module in model.modules())
+                print(f"{scheme}: fused projections (q/k/v, gate/up) {fused}, {gated} gated MLPs", flush=True)
             measure(scheme, compiled)
-            swap(model, replaced)
-            for parent in model.modules():  # what fusion added beside the siblings
-                for name, child in list(parent.named_children()):
-                    if isinstance(child, FusedProjections):
-                        delattr(parent, name)
+            restore_tree(tree)
             torch.cuda.empty_cache() if device.type == "cuda" else None
 
     for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:
@@ -161,6 +174,7 @@ def main() -> None:
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
+        "transformers": transformers.__version__,
         "shape": shape,
         "protocol": f"greedy, random prompt of {args.prompt_tokens} tokens, {args.new_tokens} new tokens, static "
                     "KV cache, one CUDA graph per decode step, median of 3, prefill excluded; the step eager and/or "

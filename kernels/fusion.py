@@ -2,13 +2,18 @@
 call over their stacked output columns: one launch, one pass over x (for W8A8 one per-token quantization of it)
 instead of three, and a wider N that fills more of the GPU at decode sizes. Each sibling becomes a view of the
 shared output, so the model's own forward code is untouched; a fusion is kept only if the model's logits on a
-probe input still match."""
+probe input still match.
+
+A gated MLP (down(silu(gate(x)) * up(x))) whose gate and up run on a kernel that can apply the activation as it
+stores (Int4Linear.gated_pair) is replaced whole by GatedMLP: one launch for gate, up and the activation, and no
+activation kernel between the two matmuls (at decode sizes it cost as much as a small matmul)."""
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -71,47 +76,94 @@ class ProjectionColumns(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, kernel={self.kernel}"
 
 
+class GatedMLP(nn.Module):
+    """Stands where a gated MLP was: `gate_up` computes silu(gate(x)) * up(x) in one kernel layer, then down."""
+
+    def __init__(self, gate_up: CompressedLinear, down_proj: nn.Module) -> None:
+        super().__init__()
+        self.gate_up = gate_up
+        self.down_proj = down_proj
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.gate_up(x))
+
+
+def _computes_silu(activation: object) -> bool:
+    """Whether a module's activation is SiLU, by what it computes (transformers names its classes variously)."""
+    probe = torch.linspace(-8.0, 8.0, 65)
+    try:
+        return bool(torch.allclose(activation(probe), nn.functional.silu(probe), atol=1e-6))
+    except Exception:  # not callable on a tensor: not an activation this fusion knows
+        return False
+
+
 def _fusable(linears: list[nn.Module | None]) -> bool:
     """Kernel layers that one call serves (kernels/linear.py: CompressedLinear.fuses_with)."""
     first = linears[0]
     return isinstance(first, CompressedLinear) and all(first.fuses_with(linear) for linear in linears[1:])
 
 
-Replaced = list[tuple[nn.Module, tuple[str, ...], list[CompressedLinear], torch.device]]
+@dataclass
+class _Group:
+    """Sibling layers of `parent` to fuse; `owner` (module, child name) holds a gated MLP replaced whole."""
+
+    parent: nn.Module
+    names: tuple[str, ...]
+    linears: list[CompressedLinear]
+    owner: tuple[nn.Module, str] | None = None
 
 
-def _groups(model: nn.Module) -> list[tuple[nn.Module, tuple[str, ...], list[CompressedLinear]]]:
+def _gated_mlp_owner(model: nn.Module, name: str, parent: nn.Module, linears: list) -> tuple[nn.Module, str] | None:
+    """Where a gated MLP whose gate and up (`linears`) can run as one gated kernel layer lives, else None."""
+    if not (name and hasattr(type(linears[0]), "gated_pair") and hasattr(parent, "down_proj")
+            and _computes_silu(getattr(parent, "act_fn", None))):
+        return None
+    owner_name, _, child = name.rpartition(".")
+    return model.get_submodule(owner_name), child
+
+
+def _groups(model: nn.Module) -> list[_Group]:
     """Every fusable sibling group whose layers the model holds once (a layer shared between blocks stays)."""
     seen = Counter(id(module) for _, module in model.named_modules(remove_duplicate=False))
     groups = []
-    for parent in model.modules():
+    for name, parent in model.named_modules():
         for names in SIBLINGS:
-            linears = [getattr(parent, name, None) for name in names]
+            linears = [getattr(parent, child, None) for child in names]
             if _fusable(linears) and all(seen[id(linear)] == 1 for linear in linears):
-                groups.append((parent, names, linears))
+                owner = _gated_mlp_owner(model, name, parent, linears) if names == ("gate_proj", "up_proj") else None
+                groups.append(_Group(parent, names, linears, owner))
     return groups
 
 
-def _fuse(groups: list[tuple[nn.Module, tuple[str, ...], list[CompressedLinear]]]) -> Replaced:
-    """Fuse the sibling groups in place; returns what was replaced (and where it lived), to undo it."""
+def _fuse(groups: list[_Group]) -> list[tuple[_Group, torch.device]]:
+    """Fuse the groups in place; returns them with their layers' device, to undo it."""
     replaced = []
-    for parent, names, linears in groups:
-        shared = FusedProjections(linears)
-        parent.add_module("fused_" + "_".join(names), shared)
-        for index, name in enumerate(names):
-            setattr(parent, name, ProjectionColumns(shared, index))
-        device = next(linears[0].buffers()).device
-        for linear in linears:
+    for group in groups:
+        if group.owner is not None:
+            gate_up = type(group.linears[0]).gated_pair(*group.linears)
+            setattr(*group.owner, GatedMLP(gate_up, group.parent.down_proj))
+        else:
+            shared = FusedProjections(group.linears)
+            group.parent.add_module("fused_" + "_".join(group.names), shared)
+            for index, name in enumerate(group.names):
+                setattr(group.parent, name, ProjectionColumns(shared, index))
+        device = next(group.linears[0].buffers()).device
+        for linear in group.linears:
             linear.cpu()  # kept off the GPU until the probe has decided
-        replaced.append((parent, names, linears, device))
+        replaced.append((group, device))
     return replaced
 
 
-def _unfuse(replaced: Replaced) -> None:
-    for parent, names, linears, device in replaced:
-        delattr(parent, "fused_" + "_".join(names))
-        for name, linear in zip(names, linears, strict=True):
-            setattr(parent, name, linear.to(device))
+def _unfuse(replaced: list[tuple[_Group, torch.device]]) -> None:
+    for group, device in replaced:
+        for linear in group.linears:
+            linear.to(device)
+        if group.owner is not None:
+            setattr(*group.owner, group.parent)
+            continue
+        delattr(group.parent, "fused_" + "_".join(group.names))
+        for name, linear in zip(group.names, group.linears, strict=True):
+            setattr(group.parent, name, linear)
 
 
 def _relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -152,4 +204,4 @@ def fuse_sibling_projections(
         log.warning("sibling projections left apart: the fused model's probe logits %s", verdict)
         _unfuse(replaced)
         return {}
-    return dict(Counter(linear.kernel for _, _, linears, _ in replaced for linear in linears))
+    return dict(Counter(linear.kernel for group, _ in replaced for linear in group.linears))

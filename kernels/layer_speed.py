@@ -20,7 +20,7 @@ TimeMs = Callable[[Callable[[], object]], float]
 
 @dataclass
 class LayerSpeed:
-    kernel: str  # as the loader counts it: "w4a16", "w4a16-fused" (sibling projections stacked), ...
+    kernel: str  # "w4a16", "w4a16-fused" (sibling projections stacked), "w4a16-gated" (gate, up and activation), ...
     in_features: int
     out_features: int
     layers: int  # how many of the model's layers have this kernel and shape
@@ -43,7 +43,8 @@ def _distinct_layers(model: nn.Module) -> dict[tuple[str, int, int], tuple[Compr
     for module in model.modules():
         if isinstance(module, CompressedLinear):
             label = f"{module.kernel}-fused" if id(module) in fused else module.kernel
-            key = (label, module.in_features, module.out_features)
+            fan_out, fan_in = module.dense_shape()
+            key = (label, fan_in, fan_out)
             first, count = distinct.get(key, (module, 0))
             distinct[key] = (first, count + 1)
     return distinct

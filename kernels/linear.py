@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from kernels.act_quant import quantize_per_token_reference
+from kernels.gated import gate_pairs_reference
 from kernels.int4_layout import dequantize_codes, pack_kernel_layout, unpack_kernel_layout
 from kernels.ops import quantize_per_token_op, scaled_matmul_op, sparse24_op, w4a16_op
 from kernels.sparse24 import sparse24_reference
@@ -63,6 +64,10 @@ class CompressedLinear(nn.Module):
         """Whether one kernel call over both layers' stacked output columns computes both (kernels/fusion.py)."""
         return False
 
+    def dense_shape(self) -> tuple[int, int]:
+        """[out, in] of the dense weight this layer's matmul stands for (what a speed report compares it with)."""
+        return self.out_features, self.in_features
+
     def _same_call(self, other: nn.Module) -> bool:
         return type(other) is type(self) and other.in_features == self.in_features and other.dtype == self.dtype
 
@@ -86,10 +91,16 @@ class Int4Linear(CompressedLinear):
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor, group_size: int,
                  zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None,
-                 group_index: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
-        """codes int8 [N, K] in [-8, 7]; group_index [K] (act order) maps each input column to its group."""
+                 group_index: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16,
+                 gated: bool = False) -> None:
+        """codes int8 [N, K] in [-8, 7]; group_index [K] (act order) maps each input column to its group.
+        `gated`: the rows are a gated MLP's (gate, up) pairs and the layer computes silu(gate) * up, N / 2
+        features (Int4Linear.gated_pair)."""
         n, k = codes.shape
-        super().__init__(k, n, bias, dtype)
+        super().__init__(k, n // 2 if gated else n, bias, dtype)
+        self.gated = gated
+        if gated:
+            self.kernel = "w4a16-gated"
         self.group_size = group_size
         permutation = None
         if group_index is not None and not torch.equal(
@@ -126,18 +137,41 @@ class Int4Linear(CompressedLinear):
         stacked.permutation = first.permutation
         return stacked
 
+    @classmethod
+    def gated_pair(cls, gate: Int4Linear, up: Int4Linear) -> Int4Linear:
+        """One layer computing silu(gate(x)) * up(x) (gate fuses with up): their rows interleaved, gate then up,
+        so that each column pair of the kernel layout is one output feature's (gate, up) and the decode GEMVs
+        apply the activation as they store."""
+
+        def interleaved(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+            return torch.stack([first, second], 1).reshape(-1, *first.shape[1:])
+
+        codes = [unpack_kernel_layout(linear.packed, linear.in_features, linear.out_features) for linear in (gate, up)]
+        zero = interleaved(gate.zero_point, up.zero_point) if gate.zero_point is not None else None
+        bias = cls._stacked_bias([gate, up])
+        paired = cls(interleaved(*codes), interleaved(gate.scale, up.scale), gate.group_size, zero,
+                     interleaved(*bias.chunk(2)) if bias is not None else None, dtype=gate.dtype, gated=True)
+        paired.permutation = gate.permutation  # the codes are already in the (shared) act-order column order
+        return paired
+
+    def dense_shape(self) -> tuple[int, int]:
+        return (2 if self.gated else 1) * self.out_features, self.in_features
+
     def _permuted(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.permutation is None else x.index_select(-1, self.permutation)
 
     def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
-        return w4a16_op(self._permuted(x), self.packed, self.scale, self.group_size, self.zero_point, self.bias)
+        return w4a16_op(self._permuted(x), self.packed, self.scale, self.group_size, self.zero_point, self.bias,
+                        self.gated)
 
     def run_reference(self, x: torch.Tensor) -> torch.Tensor:
         x = self._permuted(x)
-        codes = unpack_kernel_layout(self.packed, self.in_features, self.out_features)
+        rows = self.dense_shape()[0]
+        codes = unpack_kernel_layout(self.packed, self.in_features, rows)
         weight = dequantize_codes(codes, self.scale, self.group_size, self.zero_point)
         y = x.float() @ weight.T
-        return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
+        y = y if self.bias is None else y + self.bias.float()
+        return (gate_pairs_reference(y) if self.gated else y).to(x.dtype)
 
 
 class Int8Linear(CompressedLinear):

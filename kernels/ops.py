@@ -14,13 +14,13 @@ from kernels.w8a8 import scaled_matmul
 
 @torch.library.custom_op("shrinkray::w4a16_matmul", mutates_args=())
 def w4a16_op(x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int,
-             zero_point: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
-    return w4a16_matmul(x, packed, scale, group_size, zero_point, bias)
+             zero_point: torch.Tensor | None, bias: torch.Tensor | None, gated: bool = False) -> torch.Tensor:
+    return w4a16_matmul(x, packed, scale, group_size, zero_point, bias, gated=gated)
 
 
 @w4a16_op.register_fake
-def _(x, packed, scale, group_size, zero_point, bias):  # type: ignore[no-untyped-def]
-    return x.new_empty(x.shape[0], scale.shape[0])
+def _(x, packed, scale, group_size, zero_point, bias, gated=False):  # type: ignore[no-untyped-def]
+    return x.new_empty(x.shape[0], scale.shape[0] // 2 if gated else scale.shape[0])
 
 
 @torch.library.custom_op("shrinkray::quantize_per_token", mutates_args=())

@@ -11,8 +11,11 @@ Split-K spreads one output tile's K loop over several programs that add into a s
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from kernels.gated import gate_pairs, gate_pairs_reference
 from kernels.int4_layout import QUAD_BLOCK, dequantize_int4, group_nibbles, kernel_layout_shape
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
@@ -26,11 +29,13 @@ if triton is not None:
 
 def w4a16_reference(
     x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int,
-    zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None,
+    zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None, gated: bool = False,
 ) -> torch.Tensor:
-    """Plain torch on the checkpoint layout: dequantize the whole weight in fp32, then matmul; x's dtype out."""
+    """Plain torch on the checkpoint layout: dequantize the whole weight in fp32, then matmul (and with `gated`,
+    silu(gate) * up of each column pair); x's dtype out."""
     y = x.float() @ dequantize_int4(packed, scale, group_size, x.shape[-1], zero_point).T
-    return (y if bias is None else y + bias.float()).to(x.dtype)
+    y = y if bias is None else y + bias.float()
+    return (gate_pairs_reference(y) if gated else y).to(x.dtype)
 
 
 # Codes become floats without a conversion instruction: a nibble OR-ed under the exponent bits of a half float
@@ -193,10 +198,12 @@ def _check_group_tensor(name: str, tensor: torch.Tensor, shape: tuple[int, int])
 def w4a16_matmul(
     x: torch.Tensor, packed: torch.Tensor, scale: torch.Tensor, group_size: int,
     zero_point: torch.Tensor | None = None, bias: torch.Tensor | None = None, out: torch.Tensor | None = None,
-    config: dict | None = None,
+    config: dict | None = None, gated: bool = False,
 ) -> torch.Tensor:
     """x [..., K] (bf16/fp16) times the int4 weight in the quad layout (kernels/int4_layout.py) with scales
     [N, K / group_size] and, for asymmetric weights, int8 zero points of the same shape; out [..., N] in x's dtype.
+    `gated`: the weight's column pairs are a gated MLP's (gate, up) and out [..., N / 2] is silu(gate) * up, applied
+    as the decode GEMVs store (kernels/gated.py after the other paths).
 
     On CUDA the path is chosen by timing (see DEQUANTIZE_CANDIDATE_ROWS) and the tile shape autotuned per (M bucket,
     N, K); `config` pins a tile (tests, the interpreter), {"GEMV": True, ...} the split-K GEMV,
@@ -221,40 +228,57 @@ def w4a16_matmul(
             raise ValueError(f"zero_point must be int8, got {zero_point.dtype}")
     if bias is not None and bias.shape != (n,):
         raise ValueError(f"bias must be [{n}]")
+    if gated and n % 2:
+        raise ValueError(f"a gated weight holds (gate, up) column pairs: N must be even, got {n}")
+    out_n = n // 2 if gated else n
     if not (x.device == packed.device == scale.device):
         raise ValueError("x, packed and scale must be on one device")
     x2 = x.reshape(-1, k)
     if x2.stride(-1) != 1:
         x2 = x2.contiguous()
     m = x2.shape[0]
-    if out is not None and (out.shape != (*x.shape[:-1], n) or out.dtype != x.dtype or not out.is_contiguous()):
-        raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {(*x.shape[:-1], n)}")
+    if out is not None and (out.shape != (*x.shape[:-1], out_n) or out.dtype != x.dtype or not out.is_contiguous()):
+        raise ValueError(f"out must be a contiguous {x.dtype} tensor of shape {(*x.shape[:-1], out_n)}")
     pinned = dict(config or {})
     zero = zero_point if zero_point is not None else scale
-    target = out.view(m, n) if out is not None else torch.empty(m, n, device=x.device, dtype=x.dtype)
+    target = out.view(m, out_n) if out is not None else torch.empty(m, out_n, device=x.device, dtype=x.dtype)
 
-    def dequantized() -> None:
+    def whole(compute: Callable[[torch.Tensor], None]) -> None:
+        """A path that writes all N columns: straight into target, or gated through a scratch output."""
+        if not gated:
+            compute(target)
+            return
+        pairs = torch.empty(m, n, device=x.device, dtype=x.dtype)
+        compute(pairs)
+        gate_pairs(pairs, target)
+
+    def dequantized(output: torch.Tensor) -> None:
         weight = dequantize_to_kn(packed, scale, group_size, x.dtype, zero_point)
         if bias is None:
-            torch.matmul(x2, weight, out=target)
+            torch.matmul(x2, weight, out=output)
         else:
-            torch.addmm(bias.to(x.dtype), x2, weight, out=target)
+            torch.addmm(bias.to(x.dtype), x2, weight, out=output)
 
     if pinned.pop("DEQUANTIZE", False):
-        dequantized()
-        return target.view(*x.shape[:-1], n)
+        whole(dequantized)
+        return target.view(*x.shape[:-1], out_n)
     # tiles are never smaller than 16 x 16, so m * cdiv(n, 16) counters cover every tiling
     sums, arrivals = split_k_workspace(x.device, m * n, triton.cdiv(m, 16) * 16 * triton.cdiv(n, 16))
-    args = (x2, packed, scale, zero, bias if bias is not None else scale, target, sums, arrivals)
-    strides = (x2.stride(0), packed.stride(0), *scale.stride(), *zero.stride(), target.stride(0))
+
+    def kernel_args(output: torch.Tensor) -> tuple[tuple, tuple]:
+        args = (x2, packed, scale, zero, bias if bias is not None else scale, output, sums, arrivals)
+        return args, (x2.stride(0), packed.stride(0), *scale.stride(), *zero.stride(), output.stride(0))
+
     flags = {"GROUP_SIZE": group_size, "GROUP_NIBBLES": group_nibbles(group_size), "HAS_ZERO": zero_point is not None,
              "HAS_BIAS": bias is not None}
+    gemv_flags = {**flags, "GATED": gated}
+    args, strides = kernel_args(target)
     if pinned.pop("GEMV", False):
-        run_gemv(args, m, n, k, strides, flags, pinned)
-        return target.view(*x.shape[:-1], n)
+        run_gemv(args, m, n, k, strides, gemv_flags, pinned)
+        return target.view(*x.shape[:-1], out_n)
     if pinned.pop("STRIP", False):
-        run_strip_gemv(args, m, n, k, strides, flags, pinned)
-        return target.view(*x.shape[:-1], n)
+        run_strip_gemv(args, m, n, k, strides, gemv_flags, pinned)
+        return target.view(*x.shape[:-1], out_n)
 
     def grid(meta: dict) -> tuple[int, int]:
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
@@ -263,27 +287,41 @@ def w4a16_matmul(
                   "K_RAGGED": k % QUAD_BLOCK != 0}
     if config is not None or not x.is_cuda:
         pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, **pinned}
-        _w4a16_kernel[grid(pinned)](*args, m, n, k, *strides, **tile_flags, UPCAST=interpreted(), **pinned)
-        return target.view(*x.shape[:-1], n)
+
+        def pinned_tile(output: torch.Tensor) -> None:
+            tile_args, tile_strides = kernel_args(output)
+            _w4a16_kernel[grid(pinned)](*tile_args, m, n, k, *tile_strides, **tile_flags, UPCAST=interpreted(),
+                                        **pinned)
+
+        whole(pinned_tile)
+        return target.view(*x.shape[:-1], out_n)
 
     def split_k_gemv() -> None:
-        run_gemv(args, m, n, k, strides, flags, None)
+        run_gemv(args, m, n, k, strides, gemv_flags, None)
 
     def strip_gemv() -> None:
-        run_strip_gemv(args, m, n, k, strides, flags, None)
+        run_strip_gemv(args, m, n, k, strides, gemv_flags, None)
+
+    def tile(output: torch.Tensor) -> None:
+        tile_args, tile_strides = kernel_args(output)
+        _w4a16_autotuned[grid](*tile_args, m, n, k, *tile_strides, **tile_flags, UPCAST=False)
 
     def fused() -> None:
-        _w4a16_autotuned[grid](*args, m, n, k, *strides, **tile_flags, UPCAST=False)
+        whole(tile)
 
-    shape = (n, k, group_size, x.dtype, zero_point is not None, bias is not None, x.device)
+    def dequantized_whole() -> None:
+        whole(dequantized)
+
+    shape = (n, k, group_size, x.dtype, zero_point is not None, bias is not None, gated, x.device)
     if m <= GEMV_CANDIDATE_ROWS:
         strip = second_is_faster(("split-K or strip gemv", m, *shape), split_k_gemv, strip_gemv)
         gemv = strip_gemv if strip else split_k_gemv
         chosen = fused if second_is_faster(("gemv or tile", m, *shape), gemv, fused) else gemv
     elif m >= DEQUANTIZE_CANDIDATE_ROWS:
-        dequantize = second_is_faster(("tile or dequantize", tile_flags["M_BUCKET"], *shape), fused, dequantized)
-        chosen = dequantized if dequantize else fused
+        dequantize = second_is_faster(("tile or dequantize", tile_flags["M_BUCKET"], *shape), fused,
+                                      dequantized_whole)
+        chosen = dequantized_whole if dequantize else fused
     else:
         chosen = fused
     chosen()
-    return target.view(*x.shape[:-1], n)
+    return target.view(*x.shape[:-1], out_n)

@@ -77,16 +77,48 @@ if triton is not None:
         return scale_even, scale_odd, zero_even, zero_odd
 
     @triton.jit
+    def _store_gated(gate, up, pairs, pair_ok, out_ptrs, bias_ptr, HAS_BIAS: tl.constexpr):
+        """silu(gate) * up (each + its bias, the gate's at the even column, the up's at the odd) in fp32, stored
+        once in the output dtype."""
+        if HAS_BIAS:
+            gate += tl.load(bias_ptr + 2 * pairs, mask=pair_ok, other=0.0).to(tl.float32)
+            up += tl.load(bias_ptr + 2 * pairs + 1, mask=pair_ok, other=0.0).to(tl.float32)
+        gated = gate / (1.0 + tl.exp(-gate)) * up
+        tl.store(out_ptrs, gated.to(out_ptrs.dtype.element_ty), mask=pair_ok)
+
+    @triton.jit
     def store_pair_columns(even, odd, pairs, row, out_ptr, sums_ptr, bias_ptr, arrival_ptr, N, stride_om,
-                           HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr):
+                           HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr, GATED: tl.constexpr):
         """Writes per-pair fp32 sums (times 2^53, the codes' float trick undone) of one input row: even columns
-        from `even`, odd from `odd`, through the split-K workspace when K is split."""
-        parity = tl.arange(0, 2)[:, None]  # [2, pairs]: even columns in row 0, odd in row 1
-        total = tl.where(parity == 0, even[None, :], odd[None, :]) * 2.0 ** 53
-        cols = 2 * pairs[None, :] + parity
-        col_ok = cols < N
-        store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok,
-                      bias_ptr + cols, col_ok, arrival_ptr, HAS_BIAS, SPLIT_K)
+        from `even`, odd from `odd`, through the split-K workspace when K is split. GATED: each pair is a gated
+        MLP's gate and up column and the output holds silu(gate) * up, one column per pair ([M, N / 2]); split-K
+        sums then keep the gates in the workspace's first N / 2 places of the row and the ups in the rest."""
+        if GATED:
+            gate = even * 2.0 ** 53
+            up = odd * 2.0 ** 53
+            pair_ok = pairs < N // 2
+            out_ptrs = out_ptr + row * stride_om + pairs
+            if SPLIT_K == 1:
+                _store_gated(gate, up, pairs, pair_ok, out_ptrs, bias_ptr, HAS_BIAS)
+            else:
+                gate_sums = sums_ptr + row * N + pairs
+                tl.atomic_add(gate_sums, gate, mask=pair_ok)
+                tl.atomic_add(gate_sums + N // 2, up, mask=pair_ok)
+                arrived = tl.atomic_add(arrival_ptr, 1)  # acq_rel: orders the sums before the count
+                if arrived == SPLIT_K - 1:
+                    gate = tl.load(gate_sums, mask=pair_ok, other=0.0, cache_modifier=".cg")
+                    up = tl.load(gate_sums + N // 2, mask=pair_ok, other=0.0, cache_modifier=".cg")
+                    _store_gated(gate, up, pairs, pair_ok, out_ptrs, bias_ptr, HAS_BIAS)
+                    tl.store(gate_sums, tl.zeros_like(gate), mask=pair_ok)
+                    tl.store(gate_sums + N // 2, tl.zeros_like(up), mask=pair_ok)
+                    tl.atomic_xchg(arrival_ptr, 0)
+        else:
+            parity = tl.arange(0, 2)[:, None]  # [2, pairs]: even columns in row 0, odd in row 1
+            total = tl.where(parity == 0, even[None, :], odd[None, :]) * 2.0 ** 53
+            cols = 2 * pairs[None, :] + parity
+            col_ok = cols < N
+            store_split_k(total, out_ptr + row * stride_om + cols, sums_ptr + row * N + cols, col_ok,
+                          bias_ptr + cols, col_ok, arrival_ptr, HAS_BIAS, SPLIT_K)
 
     @triton.jit
     def _next_step(word_rows, ks, STEP: tl.constexpr):
@@ -162,6 +194,7 @@ if triton is not None:
         M,  # rows (one per program row): unused inside, but the autotuner's key: one row wants more K slices
         N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, GROUP_NIBBLES: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        GATED: tl.constexpr,  # column pairs are (gate, up) of a gated MLP: the output is silu(gate) * up
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
         X_MASKED: tl.constexpr,  # some step reaches past K (see _x_masked)
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, STAGES: tl.constexpr,
@@ -220,7 +253,7 @@ if triton is not None:
                 word_rows, ks = _next_step(word_rows, ks, STEP)
         store_pair_columns(tl.sum(acc_even, axis=0), tl.sum(acc_odd, axis=0), pairs, row, out_ptr, sums_ptr,
                            bias_ptr, arrivals_ptr + row * tl.num_programs(1) + tl.program_id(1), N, stride_om,
-                           HAS_BIAS, SPLIT_K)
+                           HAS_BIAS, SPLIT_K, GATED)
 
     # BLOCK_K codes per column per step, in BLOCK_K / 4 word rows of BLOCK_N / 2 words; fewer word rows than
     # threads (BLOCK_K / 4 < 32 * num_warps) keeps x out of shared memory
@@ -250,7 +283,7 @@ if triton is not None:
         ]
     ]
 
-    _w4a16_gemv_autotuned = autotune(_GEMV_CONFIGS, ["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"])(
+    _w4a16_gemv_autotuned = autotune(_GEMV_CONFIGS, ["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED", "GATED"])(
         triton.heuristics({"X_MASKED": lambda meta: _x_masked(meta["K"], meta["BLOCK_K"])})(_w4a16_gemv_kernel))
 
 

@@ -106,6 +106,7 @@ if triton is not None:
         M,  # rows (one per program row): unused inside, but the autotuner's key
         N, K, stride_xm, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, GROUP_NIBBLES: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
+        GATED: tl.constexpr,  # column pairs are (gate, up) of a gated MLP: the output is silu(gate) * up
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
         X_MASKED: tl.constexpr,  # K is ragged: the last quad block reaches past it
         PAIR_MASKED: tl.constexpr,  # the last strip reaches past the words of a row
@@ -157,7 +158,7 @@ if triton is not None:
                                            GROUP_SIZE, HAS_ZERO, PAIRED)
         store_pair_columns(acc_e, acc_o, pairs, row, out_ptr, sums_ptr, bias_ptr,
                            arrivals_ptr + row * tl.num_programs(1) + tl.program_id(1), N, stride_om, HAS_BIAS,
-                           SPLIT_K)
+                           SPLIT_K, GATED)
 
     # PAIRS = 128 a warp (four words a thread, every word row of the unit in the thread); the picks of an H200
     # sweep at one row over 4096 x 4096 .. 8192 x 28672
@@ -176,7 +177,8 @@ if triton is not None:
         kept = [c for c in configs if c.kwargs["SPLIT_K"] <= triton.cdiv(k, 128) * 32 // c.kwargs["SEG"]]
         return kept or configs[:1]
 
-    _w4a16_strip_autotuned = autotune(_STRIP_CONFIGS, ["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED"], _prune)(
+    _w4a16_strip_autotuned = autotune(_STRIP_CONFIGS, ["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED", "GATED"],
+                                       _prune)(
         triton.heuristics({"PAIR_MASKED": lambda meta: meta["STRIDE_PK"] % meta["PAIRS"] != 0})(_w4a16_strip_kernel))
 
 

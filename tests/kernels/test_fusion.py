@@ -9,7 +9,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from compress.quantize import quantize_weight
-from kernels.fusion import FusedProjections, ProjectionColumns, fuse_sibling_projections
+from kernels.fusion import FusedProjections, GatedMLP, ProjectionColumns, fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear
 from tests.kernels.helpers import DEVICE, randn, relative_error
 
@@ -49,13 +49,43 @@ def test_a_decoder_computes_the_same_with_its_projections_fused() -> None:
     assert fuse_sibling_projections(model) == {"w4a16": 10}  # per layer q, k, v, gate, up
     attention, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
     assert all(isinstance(getattr(attention, name), ProjectionColumns) for name in ("q_proj", "k_proj", "v_proj"))
-    assert isinstance(mlp.up_proj, ProjectionColumns) and isinstance(mlp.down_proj, Int4Linear)
     assert attention.fused_q_proj_k_proj_v_proj.fused.out_features == 64 + 32 + 32
+    # the MLP's gate, up and SiLU are one gated kernel layer in front of its down projection
+    assert isinstance(mlp, GatedMLP) and mlp.gate_up.gated and mlp.gate_up.kernel == "w4a16-gated"
+    assert (mlp.gate_up.in_features, mlp.gate_up.out_features, mlp.gate_up.dense_shape()) == (64, 128, (256, 64))
+    assert isinstance(mlp.down_proj, Int4Linear) and not mlp.down_proj.gated
     with torch.no_grad():
         after = model(input_ids=tokens).logits
     assert relative_error(after, before) < 1e-2
     # every sibling took its columns, so nothing is held between calls (a compiled step sees one state)
-    assert attention.fused_q_proj_k_proj_v_proj._input is None and mlp.fused_gate_proj_up_proj._output is None
+    assert attention.fused_q_proj_k_proj_v_proj._input is None
+
+
+def test_a_gated_pair_computes_silu_of_gate_times_up() -> None:
+    """Biases (the gate's alone) and act order carried over; the reference path (no kernel) agrees too."""
+    group_index = torch.randperm(128, generator=torch.Generator().manual_seed(2)) // 32
+    gate, up = _int4(24, 128, 1, group_index=group_index), _int4(24, 128, 2, group_index=group_index)
+    assert gate.bias is not None and up.bias is None
+    paired = Int4Linear.gated_pair(gate, up)
+    x = randn(3, 128, seed=6)
+    expected = torch.nn.functional.silu(gate(x).float()) * up(x).float()
+    assert paired(x).shape == (3, 24)
+    assert relative_error(paired(x), expected) < 2e-2
+    assert relative_error(paired.run_reference(x), expected) < 2e-2
+
+
+def test_an_mlp_whose_activation_is_not_silu_keeps_plain_sibling_fusion() -> None:
+    model = _random_llama()
+    for layer in model.model.layers:
+        layer.mlp.act_fn = nn.GELU()
+    tokens = torch.randint(0, 256, (1, 5), generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    with torch.no_grad():
+        before = model(input_ids=tokens).logits
+    assert fuse_sibling_projections(model) == {"w4a16": 10}
+    mlp = model.model.layers[1].mlp
+    assert not isinstance(mlp, GatedMLP) and isinstance(mlp.gate_proj, ProjectionColumns)
+    with torch.no_grad():
+        assert relative_error(model(input_ids=tokens).logits, before) < 1e-2
 
 
 def test_each_input_gets_its_own_product_and_act_order_is_kept() -> None:
@@ -163,3 +193,21 @@ def test_a_fused_model_that_fails_is_undone_and_shared_layers_stay() -> None:
     shared.first.gate_proj, shared.first.up_proj = module.gate_proj, module.up_proj
     shared.second.gate_proj, shared.second.up_proj = module.gate_proj, _int4(16, 64, 3)
     assert fuse_sibling_projections(shared, logits=lambda probed: torch.ones(1)) == {}
+
+
+def test_a_gated_mlp_that_fails_the_probe_is_put_back() -> None:
+    block = nn.Module()
+    block.mlp = nn.Module()
+    mlp = block.mlp
+    mlp.gate_proj, mlp.up_proj, mlp.down_proj = _int4(32, 64, 1), _int4(32, 64, 2), _int4(64, 32, 3)
+    mlp.act_fn = nn.SiLU()
+    x = randn(2, 64, seed=4)
+
+    def probe(probed: nn.Module) -> torch.Tensor:
+        if isinstance(probed.mlp, GatedMLP):
+            return probed.mlp(x).float() + 1.0  # a fused model that computes something else
+        return probed.mlp.down_proj(probed.mlp.act_fn(probed.mlp.gate_proj(x)) * probed.mlp.up_proj(x)).float()
+
+    assert fuse_sibling_projections(block, logits=probe) == {}
+    assert block.mlp is mlp and type(mlp.gate_proj) is Int4Linear and type(mlp.up_proj) is Int4Linear
+    assert mlp.up_proj.packed.device.type == DEVICE.type

@@ -44,12 +44,15 @@ def test_each_distinct_layer_is_timed_against_a_dense_matmul(fused_model) -> Non
     model, used = fused_model
     clock = WallClock()
     speeds = layer_speeds(model, clock, rows=(1, 3))
-    # hidden 64, 4 heads of 16 and 2 kv heads, MLP 128: q/k/v fused to 64 + 32 + 32 outputs, gate/up to 256
+    # hidden 64, 4 heads of 16 and 2 kv heads, MLP 128: q/k/v fused to 64 + 32 + 32 outputs, gate/up (with the
+    # SiLU) to one gated layer that stands for a dense 256-wide matmul
     assert sorted((s.kernel, s.in_features, s.out_features, s.layers) for s in speeds if s.rows == 1) == [
-        ("w4a16", 64, 64, 2), ("w4a16", 128, 64, 2), ("w4a16-fused", 64, 128, 2), ("w4a16-fused", 64, 256, 2)]
+        ("w4a16", 64, 64, 2), ("w4a16", 128, 64, 2), ("w4a16-fused", 64, 128, 2), ("w4a16-gated", 64, 256, 2)]
     assert used == {"w4a16": 4, "w4a16-fused": 10, "dense": 1}  # the 10 fused projections are 4 calls
-    # every timed call computed a [rows, out] result: kernel then dense, per layer and row count
-    assert clock.shapes == [(s.rows, s.out_features) for s in speeds for _ in range(2)]
+    # every timed call computed a [rows, out] result, kernel then dense, per layer and row count; the gated
+    # kernel's out is silu(gate) * up, half its columns
+    assert clock.shapes == [shape for s in speeds for shape in (
+        (s.rows, s.out_features // (2 if s.kernel == "w4a16-gated" else 1)), (s.rows, s.out_features))]
     for speed in speeds:
         assert speed.kernel_us > 0 and speed.dense_us > 0
         assert speed.as_dict()["speedup"] == pytest.approx(speed.dense_us / speed.kernel_us)

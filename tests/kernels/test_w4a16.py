@@ -120,6 +120,38 @@ def test_split_k_gemvs_leave_their_workspace_zeroed_for_the_next_call(config: di
         assert not sums.any() and not arrivals.any()
 
 
+@pytest.mark.parametrize("config", [
+    {"GEMV": True, "BLOCK_N": 16, "BLOCK_K": 128, "SPLIT_K": 1},
+    {"GEMV": True, "BLOCK_N": 32, "BLOCK_K": 64, "SPLIT_K": 3},
+    {"STRIP": True, "PAIRS": 16, "SEG": 8, "SPLIT_K": 1},
+    {"STRIP": True, "PAIRS": 8, "SEG": 16, "SPLIT_K": 4},
+    {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_K": 2},
+    {"DEQUANTIZE": True},
+])
+def test_gated_weights_give_silu_of_gate_times_up(config: dict) -> None:
+    """Column pairs (gate, up) of a gated MLP: out[..., j] = silu(gate_j) * up_j, N / 2 columns, each with its
+    own bias and zero points, on a ragged K; the GEMVs apply it as they store (through the split-K workspace,
+    which is left zeroed), the other paths after the matmul."""
+    n, k, group_size = 72, 320, 64
+    weight = randn(n, k, seed=11, dtype=torch.float32, scale=0.05).cpu() + 0.01
+    codes, scale, zero_point = quantize_weight(weight, 4, group_size, False, torch.bfloat16)
+    dequantized = dequantize_weight(codes, scale, zero_point, group_size).to(DEVICE)
+    bias = randn(n, seed=12)
+    x = randn(2, 1, k, seed=13)
+    out = poisoned(2, 1, n // 2, dtype=torch.bfloat16)
+    got = w4a16_matmul(x, to_kernel_layout(pack_to_int32(codes, 4), k).to(DEVICE), scale.to(torch.bfloat16).to(DEVICE),
+                       group_size, zero_point=zero_point.to(DEVICE), bias=bias, out=out, config=config, gated=True)
+    assert got.data_ptr() == out.data_ptr() and got.shape == (2, 1, n // 2)
+    pairs = x.float() @ dequantized.T + bias.float()
+    expected = torch.nn.functional.silu(pairs[..., 0::2]) * pairs[..., 1::2]
+    assert relative_error(got, expected) < 1e-2
+    reference = w4a16_reference(x, pack_to_int32(codes, 4).to(DEVICE), scale.to(DEVICE), group_size,
+                                zero_point.to(DEVICE), bias, gated=True)
+    assert relative_error(reference, expected) < 1e-2
+    sums, arrivals = split_k_workspace(DEVICE, 0, 0)
+    assert not sums.any() and not arrivals.any()
+
+
 @pytest.mark.parametrize(("n", "k"), [(24, 64), (33, 320), (8, 256)])
 def test_kernel_layout_keeps_the_codes(n: int, k: int) -> None:
     """Input column 128 b + 32 j + r of output column c sits in row 32 b + r, column c, nibble j (stored + 8);
@@ -156,6 +188,11 @@ def test_bad_arguments_are_refused() -> None:
         w4a16_matmul(x, packed, scale, 32, zero_point=torch.zeros(32, 2, dtype=torch.int32))
     with pytest.raises(ValueError, match="out"):
         w4a16_matmul(x, packed, scale, 32, out=poisoned(2, 16, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="out"):  # a gated call writes N / 2 columns
+        w4a16_matmul(x, packed, scale, 32, out=poisoned(2, 32, dtype=torch.bfloat16), gated=True)
+    odd_packed, odd_scale, _ = _layer(33, 64, 32, seed=1)
+    with pytest.raises(ValueError, match="N must be even"):
+        w4a16_matmul(x, to_kernel_layout(odd_packed, 64), odd_scale, 32, gated=True)
 
 
 @pytest.mark.parametrize("config", [
