@@ -211,3 +211,14 @@ def test_a_gated_mlp_that_fails_the_probe_is_put_back() -> None:
     assert fuse_sibling_projections(block, logits=probe) == {}
     assert block.mlp is mlp and type(mlp.gate_proj) is Int4Linear and type(mlp.up_proj) is Int4Linear
     assert mlp.up_proj.packed.device.type == DEVICE.type
+
+
+def test_a_compiled_decode_step_runs_the_gated_layers() -> None:
+    """torch.compile sees the gated layer as one operator whose output has half the layer's columns."""
+    from kernels.decoding import GreedyDecoder
+
+    model = _random_llama()
+    assert fuse_sibling_projections(model) == {"w4a16": 10}
+    prompt = torch.randint(0, 256, (1, 4), generator=torch.Generator().manual_seed(6)).to(DEVICE)
+    eager = GreedyDecoder(model, prompt, new_tokens=3).decode()
+    assert torch.equal(GreedyDecoder(model, prompt, new_tokens=3, compile_step=True).decode(), eager)
