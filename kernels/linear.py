@@ -15,7 +15,7 @@ from kernels.ops import quantize_per_token_op, scaled_matmul_op, sparse24_op, w4
 from kernels.sparse24 import sparse24_reference
 from kernels.sparse24_layout import compress_24, from_kernel_layout_24, to_kernel_layout_24
 from kernels.triton_support import interpreted, triton_available
-from kernels.w8a8 import scaled_matmul_reference
+from kernels.w8a8 import fp8_tensor_cores, scaled_matmul_reference
 
 
 def uses_kernel(x: torch.Tensor) -> bool:
@@ -176,16 +176,25 @@ class Int4Linear(CompressedLinear):
 
 class Int8Linear(CompressedLinear):
     """8-bit weights (int8 or FP8 E4M3) with per-channel scales; activations either quantized per token
-    to the same type on the fly (W8A8) or kept bf16/fp16 (W8A16)."""
+    to the same type on the fly (W8A8) or kept bf16/fp16 (W8A16). On a GPU without FP8 tensor cores FP8 W8A8
+    runs weight-only, as vLLM runs it there: activations stay bf16/fp16, which only removes a rounding."""
 
     def __init__(self, weight: torch.Tensor, scale: torch.Tensor, quantize_activations: bool,
                  bias: torch.Tensor | None = None, dtype: torch.dtype = torch.bfloat16) -> None:
         n, k = weight.shape
         super().__init__(k, n, bias, dtype)
         self.quantize_activations = quantize_activations
-        self.kernel = f"{'w8a8' if quantize_activations else 'w8a16'}-{'int8' if weight.dtype == torch.int8 else 'fp8'}"
         self.register_buffer("weight", weight.contiguous())
         self.register_buffer("weight_scale", scale.float().reshape(-1).expand(n).contiguous())
+
+    @property
+    def kernel(self) -> str:  # type: ignore[override]
+        """What runs on the device the weights are on now."""
+        kind = "int8" if self.weight.dtype == torch.int8 else "fp8"
+        return f"{'w8a8' if self._quantizes_activations() else 'w8a16'}-{kind}"
+
+    def _quantizes_activations(self) -> bool:
+        return self.quantize_activations and (self.weight.dtype == torch.int8 or fp8_tensor_cores(self.weight.device))
 
     def fuses_with(self, other: nn.Module) -> bool:
         """One per-token quantization of x then serves every fused layer."""
@@ -201,11 +210,11 @@ class Int8Linear(CompressedLinear):
                    cls._stacked_bias(linears), first.dtype)
 
     def run_kernel(self, x: torch.Tensor) -> torch.Tensor:
-        codes, scales = quantize_per_token_op(x, self.weight.dtype) if self.quantize_activations else (x, None)
+        codes, scales = quantize_per_token_op(x, self.weight.dtype) if self._quantizes_activations() else (x, None)
         return scaled_matmul_op(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
 
     def run_reference(self, x: torch.Tensor) -> torch.Tensor:
-        codes, scales = (quantize_per_token_reference(x, self.weight.dtype) if self.quantize_activations
+        codes, scales = (quantize_per_token_reference(x, self.weight.dtype) if self._quantizes_activations()
                          else (x, None))
         return scaled_matmul_reference(codes, scales, self.weight, self.weight_scale, x.dtype, self.bias)
 

@@ -4,6 +4,9 @@ epilogue to the int32 (int8) or fp32 (FP8) accumulator, so the tensor cores run 
 The weight stays in the checkpoint's layout, [N, K] row-major: that is K-major for the second operand, which
 Hopper's 8-bit tensor-core instructions require. With bf16/fp16 activations (weight-only W8A16) the 8-bit
 tile is widened to the activation dtype in registers and only the weight's bytes cross HBM.
+
+GPUs before sm_89 (A100, A10, ...) have no FP8 tensor cores and Triton has no FP8 type there: FP8 weights then
+run weight-only, read as bytes and rebuilt exactly by integer arithmetic (`fp8_tensor_cores`, `_e4m3_value`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,20 @@ def scaled_matmul_reference(
     return y.to(out_dtype)
 
 
+def fp8_tensor_cores(device: torch.device) -> bool:
+    """Whether `device` multiplies FP8 natively: CUDA from sm_89, or Triton's CPU interpreter, which emulates it."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)
+
+
 if triton is not None:
+
+    @triton.jit
+    def _e4m3_value(bits):
+        """FP8 E4M3 bytes as their exact fp32 values, by integer arithmetic: exponent and mantissa move under
+        fp32's, and the product with 2^(127 - 7) restores the exponent bias (E4M3's subnormals land on fp32
+        subnormals, which that product scales exactly). The NaN code (0x7F) is not kept: checkpoints hold none."""
+        code = bits.to(tl.int32)
+        return (((code & 0x7F) << 20) | ((code & 0x80) << 24)).to(tl.float32, bitcast=True) * 2.0 ** 120
 
     @triton.jit
     def _scaled_matmul_kernel(
@@ -69,6 +85,8 @@ if triton is not None:
                         other=0.0)
             w = tl.load(w_ptr + cols[:, None] * stride_wn + ks[None, :], mask=col_ok[:, None] & k_ok[None, :],
                         other=0.0)
+            if w_ptr.dtype.element_ty == tl.uint8:  # FP8 weights as bytes (no FP8 on this GPU), x bf16/fp16
+                w = _e4m3_value(w)
             if UPCAST:  # the interpreter's dots are checked in fp32 (exact for these small integer products)
                 acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
             elif x_ptr.dtype.element_ty == w_ptr.dtype.element_ty:
@@ -131,7 +149,8 @@ def scaled_matmul(
 ) -> torch.Tensor:
     """x [M, K] codes (int8/FP8, with fp32 per-row x_scale [M]) or bf16/fp16 (x_scale None) times the 8-bit
     weight [N, K] with fp32 per-channel w_scale [N]; out [M, N] in out_dtype. `config` pins a tile (tests;
-    with "TMA": True, of the TMA kernel)."""
+    with "TMA": True, of the TMA kernel; with "FP8_BYTES": True, FP8 weights read as bytes, as on GPUs
+    without FP8)."""
     require_triton()
     if weight.dtype not in WEIGHT_DTYPES or weight.dim() != 2 or weight.stride(-1) != 1:
         raise ValueError(f"weight must be a row-major int8 or float8_e4m3fn [N, K] tensor, got {weight.dtype}")
@@ -154,6 +173,17 @@ def scaled_matmul(
         raise ValueError(f"bias must be [{n}]")
     if out is not None and (out.shape != (m, n) or out.dtype != out_dtype or out.stride(-1) != 1):
         raise ValueError(f"out must be a row-major [{m}, {n}] {out_dtype} tensor")
+    config = dict(config) if config is not None else None
+    as_bytes = config.pop("FP8_BYTES", False) if config is not None else False
+    if weight.dtype == torch.float8_e4m3fn and not fp8_tensor_cores(x.device):
+        if quantized_x:
+            raise ValueError(f"{x.device} has no FP8 tensor cores (they start at sm_89): give FP8 weights "
+                             f"bf16/fp16 activations (weight-only)")
+        as_bytes = True
+    if as_bytes:
+        if weight.dtype != torch.float8_e4m3fn or quantized_x:
+            raise ValueError("FP8_BYTES reads FP8 weights as bytes for bf16/fp16 activations")
+        weight = weight.view(torch.uint8)
     target = out if out is not None else torch.empty(m, n, device=x.device, dtype=out_dtype)
     if _tma_candidate(x, x_scale, weight, config):
         tile = None if config is None else {key: value for key, value in config.items() if key != "TMA"}

@@ -58,8 +58,20 @@ def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> No
     # made Triton stage it through shared memory, 40 st.shared; x arrives by cp.async)
     sparse = hopper["2of4"]
     assert sparse["mma_a_in_registers"] and sparse["counts"]["st_shared"] == 0
-    ampere = _rows(tmp_path, "--arch", "80", "--kernels", "w4a16")["w4a16"]
-    assert ampere["counts"]["mma_sync"] > 0 and ampere["counts"]["wgmma"] == 0
+
+
+def test_every_kernel_an_ampere_gpu_runs_compiles_for_it(tmp_path: Path) -> None:
+    """GPU workers are often A100s (sm_80): every kernel the loader can pick there compiles for it, the tensor-core
+    ones to mma.sync. Triton has no FP8 type before sm_89, so the FP8 kernel itself cannot compile there and FP8
+    weights are read as bytes instead (kernels/w8a8.py)."""
+    ampere = _rows(tmp_path, "--arch", "80", "--kernels",
+                   "w4a16,w4a16-gemv,w4a16-strip,w8a8-int8,w8a16-fp8-bytes,2of4,2of4-w4a16")
+    for name in ("w4a16", "w8a8-int8", "w8a16-fp8-bytes", "2of4", "2of4-w4a16"):
+        assert ampere[name]["counts"]["mma_sync"] > 0 and ampere[name]["counts"]["wgmma"] == 0, name
+    for name in ("w4a16-gemv", "w4a16-strip"):
+        assert ampere[name]["counts"]["mma_sync"] == 0, name
+    native = _census(tmp_path, "--arch", "80", "--kernels", "w8a8-fp8")
+    assert native.returncode != 0 and "fp8e4nv not supported" in native.stderr
 
 
 def test_unknown_kernels_are_refused(tmp_path: Path) -> None:

@@ -141,3 +141,50 @@ def test_from_tma_rows_the_faster_of_the_two_kernels_runs(monkeypatch: pytest.Mo
     assert keys[0][:4] == ("tma or pointer", 64, 48, 64)  # per M bucket and shape
     scaled_matmul(*args, config={"TMA": True, "BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32})
     assert ran[-1] == "tma" and len(keys) == 1
+
+
+def _every_e4m3_code(n: int) -> torch.Tensor:
+    """[n, 256 / n] FP8 weights holding each E4M3 byte once (the two NaN codes as zeros), subnormals included."""
+    codes = torch.arange(256, dtype=torch.int32)
+    codes[(codes & 0x7F) == 0x7F] = 0
+    return codes.to(torch.uint8).view(torch.float8_e4m3fn).reshape(n, -1).to(DEVICE)
+
+
+@pytest.mark.parametrize("x_dtype", [torch.bfloat16, torch.float16])
+def test_fp8_weights_read_as_bytes_decode_every_code_exactly(x_dtype: torch.dtype) -> None:
+    """Without FP8 tensor cores (before sm_89) FP8 weights are rebuilt from their bytes by integer arithmetic; with x
+    the identity the output is each weight's value, which bf16 and fp16 hold exactly for every E4M3 code."""
+    weight = _every_e4m3_code(8)  # [8, 32]
+    x = torch.eye(32, dtype=x_dtype, device=DEVICE)
+    out = poisoned(32, 8, dtype=x_dtype)
+    got = scaled_matmul(x, None, weight, torch.ones(8, device=DEVICE), x_dtype, out=out,
+                        config={**CONFIGS[0], "FP8_BYTES": True})
+    assert torch.equal(got.float(), weight.float().T)
+    # and with scales, a bias and a K that is not a multiple of the tile's, as the reference computes it
+    codes, scale = _weight(torch.float8_e4m3fn, 40, 96, seed=9)
+    x, bias = randn(5, 96, seed=10, dtype=x_dtype), randn(40, seed=11, dtype=x_dtype)
+    got = scaled_matmul(x, None, codes, scale, x_dtype, bias, config={**CONFIGS[1], "FP8_BYTES": True})
+    assert relative_error(got, scaled_matmul_reference(x, None, codes, scale, torch.float32, bias)) < 1e-2
+
+
+def test_fp8_without_fp8_tensor_cores_runs_weight_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU without FP8 (an A100) an FP8 W8A8 layer keeps its activations in bf16, says so, and matches the
+    weight-only reference; FP8 activation codes are refused with the reason."""
+    from kernels import linear, w8a8
+
+    codes, scale = _weight(torch.float8_e4m3fn, 48, 64, seed=12)
+    layer = linear.Int8Linear(codes, scale, quantize_activations=True, bias=randn(48, seed=13)).to(DEVICE)
+    x = randn(3, 64, seed=14)
+    assert layer.kernel == "w8a8-fp8"
+    monkeypatch.setattr(w8a8, "fp8_tensor_cores", lambda device: False)
+    monkeypatch.setattr(linear, "fp8_tensor_cores", lambda device: False)
+    assert layer.kernel == "w8a16-fp8"
+    expected = x.float() @ (codes.float() * scale[:, None]).T + layer.bias.float()
+    assert relative_error(layer.run_kernel(x), expected) < 1e-2
+    assert relative_error(layer.run_reference(x), expected) < 1e-2
+    x_codes, x_scale = quantize_per_token(x, torch.float8_e4m3fn)
+    with pytest.raises(ValueError, match="no FP8 tensor cores"):
+        scaled_matmul(x_codes, x_scale, codes, scale, config=CONFIGS[0])
+    with pytest.raises(ValueError, match="FP8_BYTES"):  # int8 weights have no bytes to reread
+        int8_codes, int8_scale = _weight(torch.int8, 48, 64, seed=15)
+        scaled_matmul(x, None, int8_codes, int8_scale, config={**CONFIGS[0], "FP8_BYTES": True})
