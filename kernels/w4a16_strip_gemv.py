@@ -49,16 +49,16 @@ if triton is not None:
 
     @triton.jit
     def _unit_partials(packed_ptr, x_row, b, r0, pairs, pair_ok, K, e0, o0, e1, o1, e2, o2, e3, o3,
-                       STRIDE_PK: tl.constexpr, GROUP_NIBBLES: tl.constexpr, X_MASKED: tl.constexpr,
+                       stride_pk, GROUP_NIBBLES: tl.constexpr, X_MASKED: tl.constexpr,
                        PAIR_MASKED: tl.constexpr, SEG: tl.constexpr):
         """Adds word rows r0 .. r0 + SEG of quad block b into unscaled per-column sums, one pair (even e, odd o)
         per set of nibble positions that shares a scale (set j // GROUP_NIBBLES)."""
         for i in tl.static_range(SEG):
             row = b * 32 + r0 + i
             if PAIR_MASKED:
-                words = tl.load(packed_ptr + row * STRIDE_PK + pairs, mask=pair_ok, other=0)
+                words = tl.load(packed_ptr + row * stride_pk + pairs, mask=pair_ok, other=0)
             else:
-                words = tl.load(packed_ptr + row * STRIDE_PK + pairs)
+                words = tl.load(packed_ptr + row * stride_pk + pairs)
             odd_words = words >> 16
             k = b * 128 + r0 + i  # the input column of nibble 0; nibble j is k + 32 j
             for j in tl.static_range(4):
@@ -104,22 +104,25 @@ if triton is not None:
     def _w4a16_strip_kernel(
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M,  # rows (one per program row): unused inside, but the autotuner's key
-        N, K, stride_xm, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
+        N, K, stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
         GROUP_SIZE: tl.constexpr, GROUP_NIBBLES: tl.constexpr, HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr,
         GATED: tl.constexpr,  # column pairs are (gate, up) of a gated MLP: the output is silu(gate) * up
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
         X_MASKED: tl.constexpr,  # K is ragged: the last quad block reaches past it
         PAIR_MASKED: tl.constexpr,  # the last strip reaches past the words of a row
-        STRIDE_PK: tl.constexpr,  # words per row, a constant so every row's load takes an immediate offset
         PAIRS: tl.constexpr, SEG: tl.constexpr, SPLIT_K: tl.constexpr,
     ):
         """One input row per program row. The quad layout is read as int32 words [K' / 4, N' / 2], each holding
         four codes of output column 2p (low half) and four of column 2p + 1 (high half). K is cut into units of
         SEG word rows of one quad block (4 x SEG input columns); the K slices of a strip take every SPLIT_K-th
-        unit and add into the split-K workspace (kernels/split_k.py)."""
+        unit and add into the split-K workspace (kernels/split_k.py).
+
+        The row stride is a run-time argument. As a constant it let every row's load take an immediate offset
+        (2.55 SASS instructions per code against 2.63) but compiled every config again for each output width: on
+        an H200 13-15 s per new width in a fresh worker, for times within 1.5% at each shape's fastest config."""
         row = tl.program_id(0)
         pairs = tl.program_id(1) * PAIRS + tl.arange(0, PAIRS)
-        pair_ok = pairs < STRIDE_PK
+        pair_ok = pairs < stride_pk
         x_row = x_ptr + row * stride_xm
         acc_e = tl.zeros((PAIRS,), dtype=tl.float32)
         acc_o = tl.zeros((PAIRS,), dtype=tl.float32)
@@ -133,7 +136,7 @@ if triton is not None:
             zero = tl.zeros((PAIRS,), dtype=tl.float32)
             e0, o0, e1, o1, e2, o2, e3, o3 = _unit_partials(
                 packed_ptr, x_row, b, r0, pairs, pair_ok, K, zero, zero, zero, zero, zero, zero, zero, zero,
-                STRIDE_PK, GROUP_NIBBLES, X_MASKED, PAIR_MASKED, SEG)
+                stride_pk, GROUP_NIBBLES, X_MASKED, PAIR_MASKED, SEG)
             ks = b * 128 + r0 + unit_cols
             if X_MASKED:
                 x_unit = tl.load(x_row + ks, mask=ks < K, other=0.0).to(tl.float32)
@@ -179,7 +182,7 @@ if triton is not None:
 
     _w4a16_strip_autotuned = autotune(_STRIP_CONFIGS, ["M", "N", "K", "GROUP_SIZE", "HAS_ZERO", "PAIRED", "GATED"],
                                        _prune)(
-        triton.heuristics({"PAIR_MASKED": lambda meta: meta["STRIDE_PK"] % meta["PAIRS"] != 0})(_w4a16_strip_kernel))
+        triton.heuristics({"PAIR_MASKED": lambda meta: meta["stride_pk"] % meta["PAIRS"] != 0})(_w4a16_strip_kernel))
 
 
 def run_strip_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, pinned: dict | None) -> None:
@@ -188,9 +191,8 @@ def run_strip_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: d
     packed = args[1].view(torch.int32)
     args = (args[0], packed, *args[2:])
     scale, zero = args[2], args[3]
-    flags = {**flags, "X_MASKED": k % 128 != 0, "STRIDE_PK": packed.shape[1],
-             "PAIRED": scales_paired(n, scale, zero if flags["HAS_ZERO"] else None)}
-    strides = (strides[0], *strides[2:])
+    flags = {**flags, "X_MASKED": k % 128 != 0, "PAIRED": scales_paired(n, scale, zero if flags["HAS_ZERO"] else None)}
+    strides = (strides[0], packed.stride(0), *strides[2:])
 
     def grid(meta: dict) -> tuple[int, int, int]:
         return (m, triton.cdiv(packed.shape[1], meta["PAIRS"]), meta["SPLIT_K"])
