@@ -81,8 +81,8 @@ def _specs() -> dict[str, KernelSpec]:
         """bf16 symmetric, or fp16 with zero points (the other inline-assembly variant)."""
         pointers = ({**w4a16_pointers, "x_ptr": "*fp16", "scale_ptr": "*fp16", "zero_ptr": "*i8", "bias_ptr": "*fp16",
                      "out_ptr": "*fp16"} if fp16 else w4a16_pointers)
-        return KernelSpec(_w4a16_kernel, pointers, tile_integers,
-                          {**w4a16_flags, "HAS_ZERO": fp16, "M_BUCKET": block_m, "FP16": fp16, "K_RAGGED": False,
+        return KernelSpec(_w4a16_kernel, pointers, [*tile_integers, "M_BUCKET"],
+                          {**w4a16_flags, "HAS_ZERO": fp16, "FP16": fp16, "K_RAGGED": False,
                            "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k, "UPCAST": False}, warps, 3,
                           block_n * QUAD_BLOCK)
 
@@ -90,17 +90,19 @@ def _specs() -> dict[str, KernelSpec]:
         """Both operands of `dtype`, or weight-only: bf16 x and `weight` (u8: FP8 read as bytes, before sm_89)."""
         pointers = {"x_ptr": f"*{dtype}", "xs_ptr": "*fp32", "w_ptr": f"*{weight or dtype}", "ws_ptr": "*fp32",
                     "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"}
-        return KernelSpec(_scaled_matmul_kernel, pointers, ["M", "N", "K", "stride_xm", "stride_wn", "stride_om"],
-                          {"M_BUCKET": 128, "HAS_X_SCALE": weight is None, "HAS_BIAS": False, "UPCAST": False,
+        return KernelSpec(_scaled_matmul_kernel, pointers,
+                          ["M", "N", "K", "stride_xm", "stride_wn", "stride_om", "M_BUCKET"],
+                          {"HAS_X_SCALE": weight is None, "HAS_BIAS": False, "UPCAST": False,
                            "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 1, "GROUP_M": 8}, 8, 3, 128 * 128)
 
     def sparse24(int4: bool) -> KernelSpec:
         pointers = {"x_ptr": "*bf16", "words_ptr": "*i8" if int4 else "*i32", "positions_ptr": "*i8",
                     "scale_ptr": "*bf16", "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32",
                     "arrivals_ptr": "*i32"}
-        integers = ["M", "N", "K", "stride_xm", "stride_wk", "stride_pk", "stride_sn", "stride_sg", "stride_om"]
+        integers = ["M", "N", "K", "stride_xm", "stride_wk", "stride_pk", "stride_sn", "stride_sg", "stride_om",
+                    "M_BUCKET"]
         return KernelSpec(_sparse24_kernel, pointers, integers,
-                          {"M_BUCKET": 64, "INT4": int4, "GROUP_SIZE": 128, "HAS_BIAS": False, "K_RAGGED": False,
+                          {"INT4": int4, "GROUP_SIZE": 128, "HAS_BIAS": False, "K_RAGGED": False,
                            "BLOCK_M": 64, "BLOCK_N": 128, "SPLIT_K": 1, "UPCAST": False}, 8, 3, 128 * PAIR_BLOCK)
 
     return {
@@ -123,8 +125,8 @@ def _specs() -> dict[str, KernelSpec]:
         "w8a8-tma-fp8": KernelSpec(_scaled_matmul_tma_kernel, {
             "x_desc": "tensordesc<fp8e4nv[128, 128]>", "w_desc": "tensordesc<fp8e4nv[256, 128]>", "xs_ptr": "*fp32",
             "ws_ptr": "*fp32", "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"},
-            ["M", "N", "K", "stride_om"],
-            {"M_BUCKET": 256, "INT8": False, "HAS_BIAS": False, "UPCAST": False, "BLOCK_M": 128, "BLOCK_N": 256,
+            ["M", "N", "K", "stride_om", "M_BUCKET"],
+            {"INT8": False, "HAS_BIAS": False, "UPCAST": False, "BLOCK_M": 128, "BLOCK_N": 256,
              "BLOCK_K": 128, "GROUP_M": 8, "SPLIT_K": 1}, 8, 4, 256 * 128),
     }
 

@@ -42,7 +42,7 @@ if triton is not None:
     def _sparse24_kernel(
         x_ptr, words_ptr, positions_ptr, scale_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M, N, K, stride_xm, stride_wk, stride_pk, stride_sn, stride_sg, stride_om,
-        M_BUCKET: tl.constexpr, INT4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
+        M_BUCKET, INT4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
         K_RAGGED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
         UPCAST: tl.constexpr,  # Triton's interpreter mishandles half-precision dots: it checks the logic in fp32
     ):

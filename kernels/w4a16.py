@@ -75,7 +75,7 @@ if triton is not None:
         x_ptr, packed_ptr, scale_ptr, zero_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M, N, K,
         stride_xm, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg, stride_om,
-        M_BUCKET: tl.constexpr,  # power of two ≥ M: the autotuner's key, one tuning per bucket
+        M_BUCKET,  # power of two ≥ M: the autotuner's key, one tuning per bucket (run time: one compile for all)
         GROUP_SIZE: tl.constexpr,
         GROUP_NIBBLES: tl.constexpr,  # nibble positions sharing a scale (kernels/int4_layout.py: group_nibbles)
         HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, FP16: tl.constexpr,

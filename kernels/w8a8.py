@@ -61,7 +61,7 @@ if triton is not None:
     def _scaled_matmul_kernel(
         x_ptr, xs_ptr, w_ptr, ws_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr,
         M, N, K, stride_xm, stride_wn, stride_om,
-        M_BUCKET: tl.constexpr, HAS_X_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+        M_BUCKET, HAS_X_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
         GROUP_M: tl.constexpr,
     ):

@@ -44,7 +44,7 @@ if triton is not None:
     @triton.jit
     def _scaled_matmul_tma_kernel(
         x_desc, w_desc, xs_ptr, ws_ptr, bias_ptr, out_ptr, sums_ptr, arrivals_ptr, M, N, K, stride_om,
-        M_BUCKET: tl.constexpr, INT8: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
+        M_BUCKET, INT8: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         SPLIT_K: tl.constexpr,
     ):
