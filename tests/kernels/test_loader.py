@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from compressed_tensors.quantization import disable_quantization
 from torch import nn
 
 from compress.float8 import fake_quantize_per_token_fp8, fake_quantize_per_token_int8
@@ -74,6 +75,26 @@ def test_checkpoint_runs_on_its_kernels(name: str, base_model: Path, tmp_path: P
     print(f"{name}: relative logits error {error:.2e}")
     # bf16 sums in another order; 8-bit activation codes flip at rounding ties and amplify that on a random model
     assert error < (3e-2 if fake_quantize is not None else 1e-2)
+
+
+def test_an_fp8_checkpoint_runs_weight_only_on_a_gpu_without_fp8(base_model: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an A100 (no FP8 tensor cores) a W8A8 FP8 checkpoint still loads and runs: its weights read as bytes,
+    activations unquantized, the kernels named for what runs, and the logits those of the dequantized model."""
+    from kernels import linear, w8a8
+
+    path = compressed_checkpoint(base_model, RECIPES["w8a8-fp8"][0], tmp_path / "fp8")
+    monkeypatch.setattr(w8a8, "fp8_tensor_cores", lambda device: False)
+    monkeypatch.setattr(linear, "fp8_tensor_cores", lambda device: False)
+    model, used = load_for_inference(path, DEVICE)
+    assert used == {**_fused("w8a16-fp8"), "dense": 1}
+    reference, _ = load_model(path, dtype=torch.bfloat16)
+    reference.apply(disable_quantization)  # compressed-tensors would quantize its activations: weight-only here
+    tokens = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        got = model(input_ids=tokens.to(DEVICE)).logits
+        expected = reference(input_ids=tokens).logits
+    assert relative_error(got.cpu(), expected) < 1e-2
 
 
 # architectures whose layers differ from Llama's where the loader and the fusion look: biased q/k/v (Qwen2),
