@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from kernels.gated import silu_times
 from kernels.int4_layout import QUAD_BLOCK
 from kernels.split_k import store_split_k
 from kernels.triton_support import triton
@@ -83,8 +84,7 @@ if triton is not None:
         if HAS_BIAS:
             gate += tl.load(bias_ptr + 2 * pairs, mask=pair_ok, other=0.0).to(tl.float32)
             up += tl.load(bias_ptr + 2 * pairs + 1, mask=pair_ok, other=0.0).to(tl.float32)
-        gated = gate / (1.0 + tl.exp(-gate)) * up
-        tl.store(out_ptrs, gated.to(out_ptrs.dtype.element_ty), mask=pair_ok)
+        tl.store(out_ptrs, silu_times(gate, up).to(out_ptrs.dtype.element_ty), mask=pair_ok)
 
     @triton.jit
     def store_pair_columns(even, odd, pairs, row, out_ptr, sums_ptr, bias_ptr, arrival_ptr, N, stride_om,
