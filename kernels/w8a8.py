@@ -64,7 +64,11 @@ if triton is not None:
         M_BUCKET, HAS_X_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
         GROUP_M: tl.constexpr,
+        SWAP_AB: tl.constexpr = False,  # weight-only: the tile computed transposed (see below)
     ):
+        """x · Wᵀ tile by tile. With SWAP_AB (weight-only) the tile is computed transposed, (W xᵀ)ᵀ, as the W4A16
+        kernel does: the widened weight tile is then the MMA's first operand, which Hopper reads from registers,
+        where as the second it went through shared memory on every step; and a short M is the narrow side."""
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tile_m, tile_n = tile_position(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
@@ -72,7 +76,9 @@ if triton is not None:
         cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
         row_ok = rows < M
         col_ok = cols < N
-        if UPCAST or x_ptr.dtype.element_ty == tl.float8e4nv:
+        if SWAP_AB:
+            acc = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+        elif UPCAST or x_ptr.dtype.element_ty == tl.float8e4nv:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         elif x_ptr.dtype.element_ty == tl.int8:
             acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.int32)
@@ -87,18 +93,29 @@ if triton is not None:
                         other=0.0)
             if w_ptr.dtype.element_ty == tl.uint8:  # FP8 weights as bytes (no FP8 on this GPU), x bf16/fp16
                 w = _e4m3_value(w)
-            if UPCAST:  # the interpreter's dots are checked in fp32 (exact for these small integer products)
+            if SWAP_AB:
+                if UPCAST:
+                    acc += tl.dot(w.to(tl.float32), tl.trans(x.to(tl.float32)))
+                else:
+                    acc = tl.dot(w.to(x_ptr.dtype.element_ty), tl.trans(x), acc)
+            elif UPCAST:  # the interpreter's dots are checked in fp32 (exact for these small integer products)
                 acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
             elif x_ptr.dtype.element_ty == w_ptr.dtype.element_ty:
                 acc += tl.dot(x, tl.trans(w))
             else:  # weight-only: widen the 8-bit weight tile to the activation dtype
                 acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
-        y = acc.to(tl.float32) * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[None, :]
-        if HAS_X_SCALE:
-            y = y * tl.load(xs_ptr + rows, mask=row_ok, other=0.0)[:, None]
-        store_split_k(y, out_ptr + rows[:, None] * stride_om + cols[None, :],
-                      sums_ptr + rows[:, None] * N + cols[None, :], row_ok[:, None] & col_ok[None, :],
-                      bias_ptr + cols[None, :], col_ok[None, :], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
+        if SWAP_AB:  # weight-only: no x scale
+            y = acc * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[:, None]
+            store_split_k(y, out_ptr + rows[None, :] * stride_om + cols[:, None],
+                          sums_ptr + rows[None, :] * N + cols[:, None], row_ok[None, :] & col_ok[:, None],
+                          bias_ptr + cols[:, None], col_ok[:, None], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
+        else:
+            y = acc.to(tl.float32) * tl.load(ws_ptr + cols, mask=col_ok, other=0.0)[None, :]
+            if HAS_X_SCALE:
+                y = y * tl.load(xs_ptr + rows, mask=row_ok, other=0.0)[:, None]
+            store_split_k(y, out_ptr + rows[:, None] * stride_om + cols[None, :],
+                          sums_ptr + rows[:, None] * N + cols[None, :], row_ok[:, None] & col_ok[None, :],
+                          bias_ptr + cols[None, :], col_ok[None, :], arrivals_ptr + pid, HAS_BIAS, SPLIT_K)
 
     _CONFIGS = [
         triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "GROUP_M": 8},
@@ -124,6 +141,20 @@ if triton is not None:
         return [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m_bucket)] or configs[:1]
 
     _scaled_matmul_autotuned = autotune(_CONFIGS, ["M_BUCKET", "N", "K"], _prune)(_scaled_matmul_kernel)
+
+    # weight-only (W8A16): the tiles above, and transposed ones whose BLOCK_N (64 rows a warp group) is the MMA's
+    # long side
+    _WEIGHT_ONLY_CONFIGS = _CONFIGS + [
+        triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k, "SPLIT_K": s, "GROUP_M": 8, "SWAP_AB": True},
+                      num_warps=w, num_stages=st)
+        for m, n, k, s, w, st in [
+            (16, 128, 128, 4, 4, 4), (16, 64, 256, 2, 4, 4), (16, 128, 256, 2, 4, 3), (16, 256, 128, 2, 8, 3),
+            (16, 64, 128, 8, 4, 4), (32, 128, 128, 2, 4, 4), (32, 64, 256, 2, 4, 4), (64, 128, 128, 1, 4, 4),
+            (64, 128, 128, 2, 4, 4), (64, 64, 128, 4, 4, 4), (64, 256, 128, 1, 8, 3), (128, 128, 128, 1, 8, 3),
+            (128, 64, 128, 2, 4, 4),
+        ]
+    ]
+    _weight_only_autotuned = autotune(_WEIGHT_ONLY_CONFIGS, ["M_BUCKET", "N", "K"], _prune)(_scaled_matmul_kernel)
 
 
 @functools.cache
@@ -219,10 +250,12 @@ def _pointer_matmul(
     flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "HAS_X_SCALE": quantized_x,
              "HAS_BIAS": bias is not None}
     if config is None and x.is_cuda:
-        _scaled_matmul_autotuned[grid](*args, **flags, UPCAST=False)
+        (_scaled_matmul_autotuned if quantized_x else _weight_only_autotuned)[grid](*args, **flags, UPCAST=False)
     else:
         config = {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "GROUP_M": 4, **(config or {})}
         if config["BLOCK_M"] < 16 or config["BLOCK_N"] < 16:
             raise ValueError("tiles are at least 16 x 16 (the split-K counters are sized for that)")
+        if config.get("SWAP_AB") and quantized_x:
+            raise ValueError("SWAP_AB tiles are for weight-only (bf16/fp16 x)")
         _scaled_matmul_kernel[grid(config)](*args, **flags, UPCAST=interpreted(), **config)
     return target

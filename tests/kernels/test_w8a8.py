@@ -54,6 +54,40 @@ def test_kernel_matches_the_reference(dtype, quantized_activations, m, n, k, con
     assert relative_error(got, dense) < (6e-2 if dtype == torch.float8_e4m3fn and quantized_activations else 2e-2)
 
 
+SWAP_CONFIGS = [
+    {"BLOCK_M": 16, "BLOCK_N": 32, "BLOCK_K": 32, "SPLIT_K": 1, "GROUP_M": 4, "SWAP_AB": True},
+    {"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "SPLIT_K": 3, "GROUP_M": 2, "SWAP_AB": True},
+    {"BLOCK_M": 32, "BLOCK_N": 16, "BLOCK_K": 64, "SPLIT_K": 2, "GROUP_M": 1, "SWAP_AB": True},
+]
+
+
+@pytest.mark.parametrize("weight", ["int8", "fp8", "fp8-bytes"])
+@pytest.mark.parametrize(("m", "n", "k", "config", "x_dtype"), [
+    (1, 40, 64, SWAP_CONFIGS[0], torch.bfloat16), (7, 33, 96, SWAP_CONFIGS[1], torch.float16),
+    (35, 48, 160, SWAP_CONFIGS[2], torch.bfloat16), (18, 64, 100, SWAP_CONFIGS[1], torch.bfloat16),
+])
+def test_weight_only_transposed_tiles_match_the_reference(weight: str, m: int, n: int, k: int, config: dict,
+                                                          x_dtype: torch.dtype) -> None:
+    """Weight-only tiles computed transposed ((W xᵀ)ᵀ: the widened weight as the MMA's first operand), ragged in
+    M, N and K, with K slices meeting in the workspace and a bias."""
+    codes, scale = _weight(torch.int8 if weight == "int8" else torch.float8_e4m3fn, n, k, seed=7 * n + k)
+    # a bias no larger than the products, so an error in them shows in the sum
+    x, bias = randn(m, k, seed=m + 2 * k, dtype=x_dtype), randn(n, seed=n + 3, dtype=x_dtype, scale=0.1)
+    out = poisoned(m, n, dtype=x_dtype)
+    pinned = {**config, "FP8_BYTES": True} if weight == "fp8-bytes" else config
+    got = scaled_matmul(x, None, codes, scale, x_dtype, bias, out=out, config=pinned)
+    assert got.data_ptr() == out.data_ptr() and torch.isfinite(got).all()
+    # exact products summed in fp32: only the output's rounding (bf16 2^-9) separates it from the reference
+    assert relative_error(got, scaled_matmul_reference(x, None, codes, scale, torch.float32, bias)) < 5e-3
+
+
+def test_transposed_tiles_refuse_quantized_activations() -> None:
+    codes, scale = _weight(torch.int8, 32, 64, seed=3)
+    x_codes, x_scale = quantize_per_token(randn(2, 64, seed=4), torch.int8)
+    with pytest.raises(ValueError, match="SWAP_AB"):
+        scaled_matmul(x_codes, x_scale, codes, scale, config=SWAP_CONFIGS[0])
+
+
 def test_fp16_output_and_no_bias() -> None:
     codes, scale = _weight(torch.int8, 32, 64, seed=1)
     x = randn(3, 64, seed=2, dtype=torch.float16)
