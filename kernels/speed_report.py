@@ -14,6 +14,7 @@ from kernels.decoding import DecodeSpeed, measure_decode_speed
 from kernels.layer_speed import layer_speeds, per_step
 from kernels.loader import UnsupportedScheme, load_for_inference
 from kernels.self_check import KernelMismatch
+from kernels.triton_support import KERNEL_BUILD_FAILURES
 from kernels.tuning import cold_time_ms
 
 BATCHES = (1, 16)
@@ -62,13 +63,22 @@ def decode_speed_report(original: Path, compressed: Path, device: torch.device) 
     """{"measured": True, "kernels": layers per kernel, "rows": per batch original vs compressed tokens/s
     (compare_decoding), "layers": each distinct compressed layer against a dense matmul, "matmuls_per_step":
     their sum} on a GPU; {"measured": False, "reason": ...} where it cannot be measured meaningfully (no GPU, no
-    kernel, or a kernel that disagrees with its reference on this GPU)."""
+    kernel, a kernel that disagrees with its reference on this GPU, or one Triton cannot build for it). None of
+    these fails the job: the checkpoint is what it delivers."""
     if device.type != "cuda":
         return {"measured": False, "reason": f"decode speed is measured on GPU workers; this one ran on {device}"}
     try:
-        model, kernels = load_for_inference(compressed, device)
+        return _measured_report(original, compressed, device)
     except (UnsupportedScheme, KernelMismatch) as error:
         return {"measured": False, "reason": str(error)}
+    except KERNEL_BUILD_FAILURES as error:
+        first_line = (str(error).strip().splitlines() or [""])[0][:300]
+        return {"measured": False, "reason": f"the kernels do not run on {torch.cuda.get_device_name(device)}: "
+                                             f"{type(error).__name__}: {first_line}"}
+
+
+def _measured_report(original: Path, compressed: Path, device: torch.device) -> dict:
+    model, kernels = load_for_inference(compressed, device)
     speeds = layer_speeds(model, cold_time_ms, BATCHES)
     loaded = [model]
     del model

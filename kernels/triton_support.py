@@ -7,8 +7,14 @@ import os
 
 try:
     import triton
+    from triton.compiler.errors import CompilationError
+    from triton.runtime.errors import OutOfResources
+
+    # a kernel that does not compile for, or fit on, this GPU (an architecture it was not built for)
+    KERNEL_BUILD_FAILURES: tuple[type[Exception], ...] = (CompilationError, OutOfResources)
 except ImportError:  # CPU-only installs: modules fall back to their plain-torch references
     triton = None
+    KERNEL_BUILD_FAILURES = ()
 
 
 def triton_available() -> bool:

@@ -66,6 +66,22 @@ def test_speed_report_needs_a_gpu(tmp_path: Path) -> None:
     assert report == {"measured": False, "reason": "decode speed is measured on GPU workers; this one ran on cpu"}
 
 
+def test_kernels_that_do_not_build_on_the_gpu_leave_the_speed_unmeasured(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A GPU the kernels do not compile or fit on fails no job: the section says why speed was not measured."""
+    from triton.runtime.errors import OutOfResources
+
+    import kernels.speed_report
+
+    def failing_load(path: Path, device: torch.device):  # type: ignore[no-untyped-def]
+        raise OutOfResources(232448, 101376, "shared memory")
+
+    monkeypatch.setattr(kernels.speed_report, "load_for_inference", failing_load)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10")
+    report = decode_speed_report(tmp_path, tmp_path, torch.device("cuda"))
+    assert report["measured"] is False
+    assert report["reason"].startswith("the kernels do not run on NVIDIA A10: OutOfResources: out of resource: shared")
+
+
 def test_where_compiling_fails_both_models_are_timed_eagerly(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The report compares like with like: one model failing under torch.compile sends both to the eager step."""
     import kernels.decoding
