@@ -79,6 +79,36 @@ def compress(
 
 
 @app.command()
+def generate(
+    checkpoint: Annotated[Path, typer.Argument(help="a compressed checkpoint directory (or any model directory)")],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="the text to continue")],
+    max_new_tokens: Annotated[int, typer.Option(help="tokens to generate (greedy)")] = 32,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda[:N]")] = "auto",
+    compile_step: Annotated[bool, typer.Option("--compile", help="torch.compile the decode step")] = False,
+) -> None:
+    """Continue PROMPT with CHECKPOINT on Shrinkray's kernels: the text on stdout, speed and kernels on stderr."""
+    from compress.errors import CompressError
+    from kernels.generation import GenerationError, resolve_device
+    from kernels.generation import generate as generate_text
+    from kernels.loader import UnsupportedScheme
+    from kernels.self_check import KernelMismatch
+
+    if not checkpoint.is_dir():
+        raise _fail(f"{checkpoint} is not a directory", 2)
+    try:
+        result = generate_text(checkpoint, prompt, max_new_tokens, resolve_device(device), compile_step)
+    except (GenerationError, CompressError, UnsupportedScheme, OSError) as exc:
+        raise _fail(str(exc), 2) from exc
+    except KernelMismatch as exc:
+        raise _fail(str(exc), 1) from exc
+    typer.echo(result.text)
+    layers = ", ".join(f"{kernel} x{count}" for kernel, count in sorted(result.kernels.items()))
+    typer.echo(f"{result.tokens} tokens ({result.decoded} decoded in {result.seconds:.2f} s, "
+               f"{result.tokens_per_s:.1f} tokens/s, prefill included) on {result.device}"
+               f"{', CUDA graph' if result.cuda_graph else ''}; layers: {layers}", err=True)
+
+
+@app.command()
 def migrate() -> None:
     """Create or upgrade the metadata schema (Alembic) in SHRINKRAY_DATABASE_URL."""
     from shrinkray.migrate import upgrade_database
