@@ -30,6 +30,7 @@ class Generation:
     device: str
     cuda_graph: bool
     kernels: dict[str, int]  # layers per kernel, as load_for_inference counts them
+    note: str = ""  # how the decoding differed from what was asked (torch.compile failed: decoded eagerly)
 
     @property
     def tokens_per_s(self) -> float:
@@ -76,21 +77,36 @@ def generate(checkpoint: Path, prompt: str, new_tokens: int, device: torch.devic
         raise GenerationError(f"the prompt ({ids.shape[1]} tokens) and {new_tokens} new tokens exceed the "
                               f"{positions} positions the model was built for")
     model, kernels = load_for_inference(checkpoint, device)
-    decoder = GreedyDecoder(model, ids.to(device), new_tokens, compile_step)
-    if device.type == "cuda":
-        try:
-            decoder.capture()
-        except RuntimeError:  # a step that cannot be captured runs eagerly
-            decoder.graph = None
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    generated = decoder.decode()[0].tolist()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - started
+    prompt_ids, note = ids.to(device), ""
+    try:
+        generated, seconds, graph = _decode(model, prompt_ids, new_tokens, compile_step)
+    except Exception as error:  # noqa: BLE001 - torch.compile fails in many ways (no C++ compiler, an untraceable op)
+        if not compile_step:
+            raise
+        torch._dynamo.reset()
+        note = f"torch.compile failed, decoded eagerly: {(str(error).strip().splitlines() or [''])[0][:200]}"
+        generated, seconds, graph = _decode(model, prompt_ids, new_tokens, compile_step=False)
     ends = _end_tokens(model, tokenizer)
     kept = next((index for index, token in enumerate(generated) if token in ends), len(generated))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     return Generation(text=tokenizer.decode(generated[:kept], skip_special_tokens=True), tokens=kept,
-                      decoded=new_tokens, seconds=seconds, device=name, cuda_graph=decoder.graph is not None,
-                      kernels=kernels)
+                      decoded=new_tokens, seconds=seconds, device=name, cuda_graph=graph, kernels=kernels, note=note)
+
+
+def _decode(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int,
+            compile_step: bool) -> tuple[list[int], float, bool]:
+    """The generated token ids of the first prompt row, the seconds they took (prefill included) and whether the
+    steps replayed a CUDA graph."""
+    decoder = GreedyDecoder(model, prompt, new_tokens, compile_step)
+    cuda = prompt.device.type == "cuda"
+    if cuda:
+        try:
+            decoder.capture()
+        except RuntimeError:  # a step that cannot be captured runs eagerly
+            decoder.graph = None
+        torch.cuda.synchronize(prompt.device)
+    started = time.perf_counter()
+    generated = decoder.decode()[0].tolist()
+    if cuda:
+        torch.cuda.synchronize(prompt.device)
+    return generated, time.perf_counter() - started, decoder.graph is not None

@@ -95,3 +95,24 @@ def test_what_is_not_a_safe_checkpoint_is_refused(checkpoint: Path, tmp_path: Pa
     (pickled / "pytorch_model.bin").write_bytes(b"\x80\x04not really a pickle")
     result = CliRunner().invoke(app, ["generate", str(pickled), "--prompt", "x"])
     assert result.exit_code == 2 and "pytorch_model.bin" in result.output and "Traceback" not in result.output
+
+
+def test_a_step_torch_compile_cannot_build_is_decoded_eagerly(checkpoint: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """--compile where torch.compile fails (no C++ compiler, an op it cannot trace): the text still comes, eagerly,
+    and the command says so."""
+    import kernels.decoding
+
+    def uncompilable(model):  # type: ignore[no-untyped-def]
+        def step(*args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("InductorError: no C++ compiler found")
+        return step
+
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # the references, as a CPU user runs it
+    monkeypatch.setattr(kernels.decoding, "compiled_step", uncompilable)
+    result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", "ROMEO:", "--max-new-tokens", "12",
+                                      "--compile"])
+    assert result.exit_code == 0, result.output
+    expected, tokenizer = _expected_tokens(checkpoint)
+    assert result.stdout == tokenizer.decode(expected, skip_special_tokens=True) + "\n"
+    assert "note: torch.compile failed, decoded eagerly: InductorError: no C++ compiler found" in result.output
