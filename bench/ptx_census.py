@@ -86,14 +86,18 @@ def _specs() -> dict[str, KernelSpec]:
                            "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_K": split_k, "UPCAST": False}, warps, 3,
                           block_n * QUAD_BLOCK)
 
-    def w8a8(dtype: str, weight: str | None = None) -> KernelSpec:
-        """Both operands of `dtype`, or weight-only: bf16 x and `weight` (u8: FP8 read as bytes, before sm_89)."""
+    def w8a8(dtype: str, weight: str | None = None, swap: bool = False) -> KernelSpec:
+        """Both operands of `dtype`, or weight-only: bf16 x and `weight` (u8: FP8 read as bytes, before sm_89),
+        with `swap` a transposed tile (the widened weight as the MMA's first operand)."""
         pointers = {"x_ptr": f"*{dtype}", "xs_ptr": "*fp32", "w_ptr": f"*{weight or dtype}", "ws_ptr": "*fp32",
                     "bias_ptr": "*bf16", "out_ptr": "*bf16", "sums_ptr": "*fp32", "arrivals_ptr": "*i32"}
+        tile = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4} if swap else {"BLOCK_M": 128, "BLOCK_N": 128,
+                                                                              "num_warps": 8}
+        warps = tile.pop("num_warps")
         return KernelSpec(_scaled_matmul_kernel, pointers,
                           ["M", "N", "K", "stride_xm", "stride_wn", "stride_om", "M_BUCKET"],
-                          {"HAS_X_SCALE": weight is None, "HAS_BIAS": False, "UPCAST": False,
-                           "BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 128, "SPLIT_K": 1, "GROUP_M": 8}, 8, 3, 128 * 128)
+                          {"HAS_X_SCALE": weight is None, "HAS_BIAS": False, "UPCAST": False, **tile, "BLOCK_K": 128,
+                           "SPLIT_K": 1, "GROUP_M": 8, "SWAP_AB": swap}, warps, 3, tile["BLOCK_N"] * 128)
 
     def sparse24(int4: bool) -> KernelSpec:
         pointers = {"x_ptr": "*bf16", "words_ptr": "*i8" if int4 else "*i32", "positions_ptr": "*i8",
@@ -120,6 +124,8 @@ def _specs() -> dict[str, KernelSpec]:
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
         "w8a16-fp8-bytes": w8a8("bf16", weight="u8"),
+        "w8a16-int8": w8a8("bf16", weight="i8"),
+        "w8a16-int8-transposed": w8a8("bf16", weight="i8", swap=True),
         "2of4": sparse24(int4=False),
         "2of4-w4a16": sparse24(int4=True),
         "w8a8-tma-fp8": KernelSpec(_scaled_matmul_tma_kernel, {

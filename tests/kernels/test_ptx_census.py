@@ -29,7 +29,8 @@ def _rows(tmp_path: Path, *args: str) -> dict[str, dict]:
 
 
 def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> None:
-    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-m64,w4a16-fp16-zero,w4a16-gemv,w4a16-strip,w8a8-int8,2of4")
+    hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-m64,w4a16-fp16-zero,w4a16-gemv,w4a16-strip,w8a8-int8,2of4,"
+                                          "w8a16-int8,w8a16-int8-transposed")
     w4a16 = hopper["w4a16"]
     assert w4a16["counts"]["wgmma"] > 0 and w4a16["counts"]["mma_sync"] == 0
     assert w4a16["mma_a_in_registers"] and w4a16["shared_bytes"] > 0
@@ -55,6 +56,8 @@ def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> No
     assert strip["counts"]["wgmma"] == strip["counts"]["mma_sync"] == 0
     assert 2 < strip["loop_instructions_per_weight"] < min(2.8, gemv["loop_instructions_per_weight"] - 0.5)
     assert hopper["w8a8-int8"]["counts"]["wgmma"] > 0 and not hopper["w8a8-int8"]["mma_a_in_registers"]
+    # weight-only 8-bit: the widened weight is the MMA's register operand only in the transposed tile
+    assert not hopper["w8a16-int8"]["mma_a_in_registers"] and hopper["w8a16-int8-transposed"]["mma_a_in_registers"]
     # 2:4 rebuilds its dense tile in registers as the first operand (a select depending on an arange along K
     # made Triton stage it through shared memory, 40 st.shared; x arrives by cp.async)
     sparse = hopper["2of4"]
