@@ -116,3 +116,17 @@ def test_a_step_torch_compile_cannot_build_is_decoded_eagerly(checkpoint: Path,
     expected, tokenizer = _expected_tokens(checkpoint)
     assert result.stdout == tokenizer.decode(expected, skip_special_tokens=True) + "\n"
     assert "note: torch.compile failed, decoded eagerly: InductorError: no C++ compiler found" in result.output
+
+
+def test_a_gpu_the_kernels_do_not_build_for_is_named(checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from triton.runtime.errors import OutOfResources
+
+    import kernels.generation
+
+    def failing_load(path: Path, device: torch.device):  # type: ignore[no-untyped-def]
+        raise OutOfResources(232448, 101376, "shared memory")
+
+    monkeypatch.setattr(kernels.generation, "load_for_inference", failing_load)
+    result = CliRunner().invoke(app, ["generate", str(checkpoint), "--prompt", "ROMEO:"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "the kernels do not run on this GPU: OutOfResources: out of resource: shared memory" in result.output
