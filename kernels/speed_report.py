@@ -14,7 +14,7 @@ from kernels.decoding import DecodeSpeed, measure_decode_speed
 from kernels.layer_speed import layer_speeds, per_step
 from kernels.loader import UnsupportedScheme, load_for_inference
 from kernels.self_check import KernelMismatch
-from kernels.triton_support import KERNEL_BUILD_FAILURES
+from kernels.triton_support import KERNEL_BUILD_FAILURES, build_failure_reason
 from kernels.tuning import cold_time_ms
 
 BATCHES = (1, 16)
@@ -72,9 +72,7 @@ def decode_speed_report(original: Path, compressed: Path, device: torch.device) 
     except (UnsupportedScheme, KernelMismatch) as error:
         return {"measured": False, "reason": str(error)}
     except KERNEL_BUILD_FAILURES as error:
-        first_line = (str(error).strip().splitlines() or [""])[0][:300]
-        return {"measured": False, "reason": f"the kernels do not run on {torch.cuda.get_device_name(device)}: "
-                                             f"{type(error).__name__}: {first_line}"}
+        return {"measured": False, "reason": f"{build_failure_reason(error)} ({torch.cuda.get_device_name(device)})"}
 
 
 def _measured_report(original: Path, compressed: Path, device: torch.device) -> dict:

@@ -17,6 +17,12 @@ except ImportError:  # CPU-only installs: modules fall back to their plain-torch
     KERNEL_BUILD_FAILURES = ()
 
 
+def build_failure_reason(error: Exception) -> str:
+    """One line for a KERNEL_BUILD_FAILURES error, as reports and the CLI show it."""
+    first_line = (str(error).strip().splitlines() or [""])[0][:300]
+    return f"the kernels do not run on this GPU: {type(error).__name__}: {first_line}"
+
+
 def triton_available() -> bool:
     return triton is not None
 

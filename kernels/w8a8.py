@@ -42,6 +42,7 @@ def scaled_matmul_reference(
     return y.to(out_dtype)
 
 
+@functools.cache
 def fp8_tensor_cores(device: torch.device) -> bool:
     """Whether `device` multiplies FP8 natively: CUDA from sm_89, or Triton's CPU interpreter, which emulates it."""
     return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (8, 9)

@@ -92,7 +92,7 @@ def generate(
     from kernels.generation import generate as generate_text
     from kernels.loader import UnsupportedScheme
     from kernels.self_check import KernelMismatch
-    from kernels.triton_support import KERNEL_BUILD_FAILURES
+    from kernels.triton_support import KERNEL_BUILD_FAILURES, build_failure_reason
 
     if not checkpoint.is_dir():
         raise _fail(f"{checkpoint} is not a directory", 2)
@@ -103,8 +103,7 @@ def generate(
     except KernelMismatch as exc:
         raise _fail(str(exc), 1) from exc
     except KERNEL_BUILD_FAILURES as exc:  # a GPU Triton cannot build the kernels for
-        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
-        raise _fail(f"the kernels do not run on this GPU: {type(exc).__name__}: {first_line}", 1) from exc
+        raise _fail(build_failure_reason(exc), 1) from exc
     typer.echo(result.text)
     layers = ", ".join(f"{kernel} x{count}" for kernel, count in sorted(result.kernels.items()))
     typer.echo(f"{result.tokens} tokens ({result.decoded} decoded in {result.seconds:.2f} s, "

@@ -79,7 +79,8 @@ def test_kernels_that_do_not_build_on_the_gpu_leave_the_speed_unmeasured(tmp_pat
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A10")
     report = decode_speed_report(tmp_path, tmp_path, torch.device("cuda"))
     assert report["measured"] is False
-    assert report["reason"].startswith("the kernels do not run on NVIDIA A10: OutOfResources: out of resource: shared")
+    assert report["reason"].startswith("the kernels do not run on this GPU: OutOfResources: out of resource: shared")
+    assert report["reason"].endswith("(NVIDIA A10)")
 
 
 def test_where_compiling_fails_both_models_are_timed_eagerly(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
