@@ -9,6 +9,8 @@ gate, up and the SiLU between them are one kernel layer). Run on a GPU:
     python bench/decode_speed.py                      # w4a16 and w4a16-fused, batch 1 and 16
     python bench/decode_speed.py --schemes w4a16,w8a8-int8,w8a8-fp8,2of4 --layers 8
     python bench/decode_speed.py --compile yes --profile   # and where each step's GPU time goes, by kernel
+Both models decode with Shrinkray's decode attention (kernels/attention_backend.py), as the product runs them;
+`--attention sdpa` times transformers' SDPA instead, `both` each way.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bench.gptq_speed import LLAMA3_8B, TINY, random_model
 from compress.float8 import quantize_fp8_weight
 from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
+from kernels.attention_backend import use_decode_attention
 from kernels.decoding import GreedyDecoder, measure_decode_speed
 from kernels.fusion import GatedMLP, fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="a small model (CPU smoke run)")
     parser.add_argument("--compile", choices=["no", "yes", "both"], default="both",
                         help="run the decode step eagerly, under torch.compile, or both ways (default)")
+    parser.add_argument("--attention", choices=["shrinkray", "sdpa", "both"], default="shrinkray",
+                        help="the decode steps' attention in both models (default: Shrinkray's decode kernel)")
     parser.add_argument("--profile", action="store_true",
                         help="also record each row's GPU kernel time per step by kernel (torch.profiler)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -127,10 +132,12 @@ def main() -> None:
     rows = []
 
     def measure(scheme: str, compiled: bool) -> None:
+        attention = model.config._attn_implementation
         for batch in batches:
             speed = measure_decode_speed(model, batch, args.prompt_tokens, args.new_tokens, compile_step=compiled)
-            rows.append({"scheme": scheme, **speed.as_dict()})
-            print(f"{scheme:<16} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  {speed.ms_per_step:7.3f} ms/step"
+            rows.append({"scheme": scheme, "attention": attention, **speed.as_dict()})
+            print(f"{scheme:<16} {attention:<16} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  "
+                  f"{speed.ms_per_step:7.3f} ms/step"
                   f"  graph={speed.cuda_graph} compiled={compiled} {speed.note}", flush=True)
             if args.profile and device.type == "cuda":
                 profiled = rows[-1]["profile"] = step_profile(model, batch, args.prompt_tokens, compiled)
@@ -156,18 +163,24 @@ def main() -> None:
             restore_tree(tree)
             torch.cuda.empty_cache() if device.type == "cuda" else None
 
-    for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:
-        started = time.perf_counter()
-        measure_all(compiled)
-        print(f"{'compiled' if compiled else 'eager'} runs took {time.perf_counter() - started:.0f} s", flush=True)
+    for attention in {"shrinkray": ["shrinkray"], "sdpa": ["sdpa"], "both": ["sdpa", "shrinkray"]}[args.attention]:
+        if attention == "shrinkray" and not use_decode_attention(model):
+            raise SystemExit(f"the model runs {model.config._attn_implementation} attention, not SDPA")
+        if attention == "sdpa":
+            model.set_attn_implementation("sdpa")
+        for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:
+            started = time.perf_counter()
+            measure_all(compiled)
+            print(f"{'compiled' if compiled else 'eager'} runs took {time.perf_counter() - started:.0f} s", flush=True)
 
-    base = {(row["batch"], row["compiled"]): row["tokens_per_s"] for row in rows if row["scheme"] == "bf16"}
-    print(f"\n{'scheme':<16} {'compiled':>8} {'batch':>5} {'tok/s':>10} {'vs bf16':>8} {'target':>8}")
+    base = {(row["batch"], row["compiled"], row["attention"]): row["tokens_per_s"]
+            for row in rows if row["scheme"] == "bf16"}
+    print(f"\n{'scheme':<16} {'attention':<16} {'compiled':>8} {'batch':>5} {'tok/s':>10} {'vs bf16':>8} {'target':>8}")
     for row in rows:
-        row["speedup_vs_bf16"] = row["tokens_per_s"] / base[row["batch"], row["compiled"]]
+        row["speedup_vs_bf16"] = row["tokens_per_s"] / base[row["batch"], row["compiled"], row["attention"]]
         target = TARGET_SPEEDUP_BATCH1 if row["scheme"].startswith("w4a16") and row["batch"] == 1 else None
         row["target_speedup"] = target
-        print(f"{row['scheme']:<16} {'yes' if row['compiled'] else 'no':>8} {row['batch']:>5} "
+        print(f"{row['scheme']:<16} {row['attention']:<16} {'yes' if row['compiled'] else 'no':>8} {row['batch']:>5} "
               f"{row['tokens_per_s']:>10.1f} {row['speedup_vs_bf16']:>7.2f}x {(f'{target}x' if target else '-'):>8}")
     result = {
         "benchmark": "decode_speed",
@@ -179,7 +192,7 @@ def main() -> None:
         "protocol": f"greedy, random prompt of {args.prompt_tokens} tokens, {args.new_tokens} new tokens, static "
                     "KV cache, one CUDA graph per decode step, median of 3, prefill excluded; the step eager and/or "
                     "torch.compile'd whole (lm_head bf16 in every scheme); "
-                    "speedups are against bf16 run the same way",
+                    "speedups are against bf16 run the same way, with the same attention",
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

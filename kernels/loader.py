@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from compress.model_io import inspect_model_dir
+from kernels.attention_backend import use_decode_attention
 from kernels.fusion import fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
 from kernels.self_check import check_kernels
@@ -125,8 +126,9 @@ def load_for_inference(
     path: Path, device: torch.device | str, dtype: torch.dtype = torch.bfloat16
 ) -> tuple[PreTrainedModel, dict[str, int]]:
     """The model in `path` on `device` with its compressed layers on kernels (each kind checked against its
-    reference, kernels/self_check.py; sibling projections fused, kernels/fusion.py), and how many layers
-    each runs."""
+    reference, kernels/self_check.py; sibling projections fused, kernels/fusion.py) and its decode steps' attention
+    on Shrinkray's kernel where it runs on SDPA (kernels/attention_backend.py), and how many layers each
+    kernel runs."""
     inspect_model_dir(path)
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, use_safetensors=True, trust_remote_code=False, local_files_only=True
@@ -139,4 +141,5 @@ def load_for_inference(
     for kernel, fused in fuse_sibling_projections(model).items():
         used[kernel] -= fused
         used[f"{kernel}-fused"] = fused
+    use_decode_attention(model)
     return model, {kernel: count for kernel, count in used.items() if count}

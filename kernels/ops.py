@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from kernels.act_quant import quantize_per_token
+from kernels.decode_attention import decode_attention
 from kernels.sparse24 import sparse24_matmul
 from kernels.w4a16 import w4a16_matmul
 from kernels.w8a8 import scaled_matmul
@@ -53,3 +54,15 @@ def sparse24_op(x: torch.Tensor, words: torch.Tensor, positions: torch.Tensor, s
 @sparse24_op.register_fake
 def _(x, words, positions, scale, group_size, bias):  # type: ignore[no-untyped-def]
     return x.new_empty(x.shape[0], positions.shape[1])
+
+
+@torch.library.custom_op("shrinkray::decode_attention", mutates_args=())
+def decode_attention_op(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                        scale: float) -> torch.Tensor:
+    return decode_attention(query, key, value, mask, scale)
+
+
+@decode_attention_op.register_fake
+def _(query, key, value, mask, scale):  # type: ignore[no-untyped-def]
+    batch, heads, _, head_dim = query.shape
+    return query.new_empty(batch, 1, heads, head_dim)

@@ -10,6 +10,7 @@ import torch
 from transformers import PreTrainedModel
 
 from compress.model_io import load_model
+from kernels.attention_backend import use_decode_attention
 from kernels.decoding import DecodeSpeed, measure_decode_speed
 from kernels.layer_speed import layer_speeds, per_step
 from kernels.loader import UnsupportedScheme, load_for_inference
@@ -78,6 +79,7 @@ def decode_speed_report(original: Path, compressed: Path, device: torch.device) 
 def _measured_report(original: Path, compressed: Path, device: torch.device) -> dict:
     model, kernels = load_for_inference(compressed, device)
     speeds = layer_speeds(model, cold_time_ms, BATCHES)
+    attention = model.config._attn_implementation
     loaded = [model]
     del model
 
@@ -85,10 +87,13 @@ def _measured_report(original: Path, compressed: Path, device: torch.device) -> 
         return loaded.pop() if loaded else load_for_inference(compressed, device)[0]
 
     def original_model() -> PreTrainedModel:
-        return load_model(original, dtype=torch.bfloat16)[0].to(device)
+        model = load_model(original, dtype=torch.bfloat16)[0].to(device)
+        use_decode_attention(model)  # as the compressed model decodes: the comparison is of the matmuls
+        return model
 
     rows, step = compare_decoding(compressed_model, original_model)
     return {"measured": True, "device": torch.cuda.get_device_name(device), "kernels": kernels,
+            "attention": attention,
             "protocol": f"greedy decoding, random {PROMPT_TOKENS}-token prompt, {NEW_TOKENS} new tokens, static KV "
                         f"cache, one CUDA graph per step, the step {step}, median of 3; original in bf16; layers "
                         "timed from CUDA graphs with their weights out of L2, against a dense matmul of the same shape",

@@ -1,0 +1,69 @@
+"""Shrinkray's decode attention as a transformers attention backend: registered under DECODE_ATTENTION, a model
+switched to it (use_decode_attention) runs kernels/decode_attention.py for every one-token query step and
+transformers' SDPA for everything else (prefill, a float or per-head mask, attention biases), so a model that runs
+on SDPA through transformers' attention interface can take it and computes nothing differently for it."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from kernels.ops import decode_attention_op
+from kernels.triton_support import interpreted, triton_available
+
+DECODE_ATTENTION = "shrinkray_decode"
+# keyword arguments whose presence changes what attention computes beyond a mask; SDPA handles them (or refuses)
+_SDPA_ONLY = ("softcap", "position_bias", "s_aux", "sinks", "output_attentions")
+
+log = logging.getLogger(__name__)
+
+
+def _runs_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
+                 dropout: float, kwargs: dict) -> bool:
+    """Whether this call is a decode step the kernel computes exactly as SDPA would."""
+    if not triton_available() or not (query.is_cuda or interpreted()):
+        return False
+    if query.dim() != 4 or query.shape[2] != 1 or dropout or any(kwargs.get(name) for name in _SDPA_ONLY):
+        return False
+    if key.dim() != 4 or key.shape != value.shape or key.shape[-1] != query.shape[-1] or query.shape[-1] > 256:
+        return False
+    if query.shape[1] % key.shape[1] or not (query.dtype == key.dtype == value.dtype):
+        return False
+    if query.dtype not in (torch.bfloat16, torch.float16):
+        return False
+    return mask is None or (mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[1:3] == (1, 1)
+                            and mask.shape[0] in (1, query.shape[0]) and mask.shape[3] == key.shape[2])
+
+
+def decode_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             attention_mask: torch.Tensor | None, dropout: float = 0.0, scaling: float | None = None,
+                             **kwargs: object) -> tuple[torch.Tensor, None]:
+    """A transformers attention function: (output [B, q, H, D], no weights)."""
+    if not _runs_kernel(query, key, value, attention_mask, dropout, kwargs):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    return decode_attention_op(query, key, value, attention_mask, scale), None
+
+
+def _register() -> None:
+    AttentionInterface.register(DECODE_ATTENTION, decode_attention_forward)
+    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)  # the boolean masks SDPA gets
+
+
+def use_decode_attention(model: PreTrainedModel) -> bool:
+    """Switch a model that runs on SDPA to DECODE_ATTENTION; returns whether it was switched. Models on another
+    backend keep it (eager is what transformers picks for the attention SDPA cannot compute, e.g. soft caps),
+    and so do models with attention code of their own."""
+    _register()
+    current = model.config._attn_implementation
+    if current != "sdpa" or not model._can_set_attn_implementation():
+        log.info("%s keeps its %s attention", type(model).__name__, current)
+        return False
+    model.set_attn_implementation(DECODE_ATTENTION)
+    return model.config._attn_implementation == DECODE_ATTENTION
