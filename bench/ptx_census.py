@@ -26,6 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
+from kernels.decode_attention import _decode_attention_kernel
 from kernels.int4_layout import QUAD_BLOCK
 from kernels.sparse24 import _sparse24_kernel
 from kernels.sparse24_layout import PAIR_BLOCK
@@ -61,7 +62,7 @@ class Census:
 @dataclass
 class KernelSpec:
     fn: object
-    pointers: dict[str, str]  # argument -> Triton pointer (or tensor descriptor) type
+    pointers: dict[str, str]  # argument -> Triton pointer (or tensor descriptor, or float) type
     integers: list[str]
     constants: dict
     num_warps: int
@@ -109,7 +110,16 @@ def _specs() -> dict[str, KernelSpec]:
                           {"INT4": int4, "GROUP_SIZE": 128, "HAS_BIAS": False, "K_RAGGED": False,
                            "BLOCK_M": 64, "BLOCK_N": 128, "SPLIT_K": 1, "UPCAST": False}, 8, 3, 128 * PAIR_BLOCK)
 
+    attention_pointers = {"q_ptr": "*bf16", "k_ptr": "*bf16", "v_ptr": "*bf16", "mask_ptr": "*u8", "out_ptr": "*bf16",
+                          "partial_ptr": "*fp32", "lse_ptr": "*fp32", "arrivals_ptr": "*i32", "scale_log2": "fp32"}
+    attention_integers = ["kv_heads", "length", "blocks_per_slice", "slices", "stride_qb", "stride_qh", "stride_qd",
+                          "stride_kb", "stride_kh", "stride_kn", "stride_kd", "stride_vb", "stride_vh", "stride_vn",
+                          "stride_vd", "stride_mb", "stride_mn", "stride_ob", "stride_oh", "stride_od"]
     return {
+        "decode-attention": KernelSpec(_decode_attention_kernel, attention_pointers, attention_integers,
+                                       {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 64,
+                                        "BLOCK_HEADS": 4, "MERGE": 8, "HAS_MASK": True, "UPCAST": False}, 4, 3,
+                                       64 * 128 * 2),
         "w4a16": w4a16(16, 256, 4, 4),
         "w4a16-m64": w4a16(64, 128, 1, 4),
         "w4a16-m128": w4a16(128, 128, 1, 8),

@@ -23,9 +23,9 @@ if triton is not None:
     import triton.language as tl
 
 BLOCK_N = 64  # cache positions per block (the unit the mask skips)
-PROGRAMS_PER_SM = 2  # slices are added until the grid has about this many programs per SM
+PROGRAMS_PER_SM = 1  # slices are added until the grid has about this many programs per SM
 NUM_WARPS = 4
-MERGE_SLICES = 8  # slices the merging program reads at once (their loads in flight together)
+MERGE_SLICES = 4  # slices the merging program reads at once (their loads in flight together)
 INTERPRETER_SMS = 4
 
 
@@ -111,14 +111,14 @@ if triton is not None:
                     partial = tl.load(partial_ptr + at * BLOCK_D + d_e[None, :], mask=ok, other=0.0,
                                       cache_modifier=".cg")
                     new_top = tl.maximum(top, tl.max(lse, 0))
-                    shift = tl.where(new_top == float("-inf"), 0.0, new_top)  # empty slices (-inf) weigh 0
-                    weight = tl.exp2(lse - shift[None, :])
-                    rescale = tl.exp2(top - shift)
-                    merged_total = merged_total * rescale + tl.sum(weight, 0)
-                    merged = merged * rescale + tl.sum(weight * partial, 0)
+                    merge_shift = tl.where(new_top == float("-inf"), 0.0, new_top)  # empty slices (-inf) weigh 0
+                    weight = tl.exp2(lse - merge_shift[None, :])
+                    merge_rescale = tl.exp2(top - merge_shift)
+                    merged_total = merged_total * merge_rescale + tl.sum(weight, 0)
+                    merged = merged * merge_rescale + tl.sum(weight * partial, 0)
                     top = new_top
-                seen = merged_total > 0
-                merged = tl.where(seen, merged / tl.where(seen, merged_total, 1.0), 0.0)
+                merged_seen = merged_total > 0
+                merged = tl.where(merged_seen, merged / tl.where(merged_seen, merged_total, 1.0), 0.0)
                 tl.store(out_ptr + b * stride_ob + (kv_head * GROUP + head_e) * stride_oh + d_e * stride_od,
                          merged.to(out_ptr.dtype.element_ty), mask=e_ok)
                 tl.atomic_xchg(arrivals_ptr + pid, 0)

@@ -30,7 +30,10 @@ def _rows(tmp_path: Path, *args: str) -> dict[str, dict]:
 
 def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> None:
     hopper = _rows(tmp_path, "--kernels", "w4a16,w4a16-m64,w4a16-fp16-zero,w4a16-gemv,w4a16-strip,w8a8-int8,2of4,"
-                                          "w8a16-int8,w8a16-int8-transposed")
+                                          "w8a16-int8,w8a16-int8-transposed,decode-attention")
+    # decode attention's 16-row query tiles (a group's heads, padded) are below wgmma's 64 rows: mma.sync
+    attention = hopper["decode-attention"]
+    assert attention["counts"]["mma_sync"] > 0 and attention["counts"]["wgmma"] == 0
     w4a16 = hopper["w4a16"]
     assert w4a16["counts"]["wgmma"] > 0 and w4a16["counts"]["mma_sync"] == 0
     assert w4a16["mma_a_in_registers"] and w4a16["shared_bytes"] > 0
@@ -69,8 +72,8 @@ def test_every_kernel_an_ampere_gpu_runs_compiles_for_it(tmp_path: Path) -> None
     ones to mma.sync. Triton has no FP8 type before sm_89, so the FP8 kernel itself cannot compile there and FP8
     weights are read as bytes instead (kernels/w8a8.py)."""
     ampere = _rows(tmp_path, "--arch", "80", "--kernels",
-                   "w4a16,w4a16-gemv,w4a16-strip,w8a8-int8,w8a16-fp8-bytes,2of4,2of4-w4a16")
-    for name in ("w4a16", "w8a8-int8", "w8a16-fp8-bytes", "2of4", "2of4-w4a16"):
+                   "w4a16,w4a16-gemv,w4a16-strip,w8a8-int8,w8a16-fp8-bytes,2of4,2of4-w4a16,decode-attention")
+    for name in ("w4a16", "w8a8-int8", "w8a16-fp8-bytes", "2of4", "2of4-w4a16", "decode-attention"):
         assert ampere[name]["counts"]["mma_sync"] > 0 and ampere[name]["counts"]["wgmma"] == 0, name
     for name in ("w4a16-gemv", "w4a16-strip"):
         assert ampere[name]["counts"]["mma_sync"] == 0, name
