@@ -191,7 +191,8 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         query.stride(0), query.stride(1), query.stride(3), *key.stride(), *value.stride(), *mask_strides,
         out.stride(0), out.stride(2), out.stride(3),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d,
-        BLOCK_N=BLOCK_N, BLOCK_HEADS=triton.next_power_of_2(group), MERGE=MERGE_SLICES, HAS_MASK=mask is not None, UPCAST=interpreted(), num_warps=NUM_WARPS,
+        BLOCK_N=BLOCK_N, BLOCK_HEADS=triton.next_power_of_2(group), MERGE=MERGE_SLICES, HAS_MASK=mask is not None,
+        UPCAST=interpreted(), num_warps=NUM_WARPS,
     )
     return out
 
