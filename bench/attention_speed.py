@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
     if not torch.cuda.is_available():
-        raise SystemExit("attention_speed times GPU kernels: no CUDA device is visible")
+        parser.error("attention is timed on a CUDA GPU")
     device = torch.device("cuda")
     module = SimpleNamespace(num_key_value_groups=HEADS // KV_HEADS, is_causal=True, training=False)
     scale = HEAD_DIM ** -0.5

@@ -18,6 +18,7 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
     ("speed_report.py", ["--layers", "0"], "positive"),
     ("speed_report.py", ["--preset", "w5a16"], "unknown preset 'w5a16'"),
     ("speed_report.py", [], "CUDA GPU"),
+    ("attention_speed.py", [], "CUDA GPU"),
 ])
 def test_the_command_line_refuses_what_it_cannot_run(script: str, args: list[str], message: str,
                                                      tmp_path: Path) -> None:
