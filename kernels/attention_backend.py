@@ -13,6 +13,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from kernels.decode_attention import unsupported
 from kernels.ops import decode_attention_op
 from kernels.triton_support import interpreted, triton_available
 
@@ -28,16 +29,9 @@ def _runs_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, ma
     """Whether this call is a decode step the kernel computes exactly as SDPA would."""
     if not triton_available() or not (query.is_cuda or interpreted()):
         return False
-    if query.dim() != 4 or query.shape[2] != 1 or dropout or any(kwargs.get(name) for name in _SDPA_ONLY):
+    if dropout or any(kwargs.get(name) for name in _SDPA_ONLY):
         return False
-    if key.dim() != 4 or key.shape != value.shape or key.shape[-1] != query.shape[-1] or query.shape[-1] > 256:
-        return False
-    if query.shape[1] % key.shape[1] or not (query.dtype == key.dtype == value.dtype):
-        return False
-    if query.dtype not in (torch.bfloat16, torch.float16):
-        return False
-    return mask is None or (mask.dtype == torch.bool and mask.dim() == 4 and mask.shape[1:3] == (1, 1)
-                            and mask.shape[0] in (1, query.shape[0]) and mask.shape[3] == key.shape[2])
+    return unsupported(query, key, value, mask) is None
 
 
 def decode_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -140,25 +140,25 @@ def slices_for(batch: int, kv_heads: int, length: int, device: torch.device) -> 
     return per_slice, -(-blocks // per_slice)
 
 
-def _check(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None) -> None:
+def unsupported(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None) -> str | None:
+    """Why the kernel cannot take these operands, or None when it can."""
     if query.dim() != 4 or key.dim() != 4 or value.shape != key.shape:
-        raise ValueError(f"expected query [B, H, 1, D] and key, value [B, KV, L, D], got {tuple(query.shape)}, "
-                         f"{tuple(key.shape)}, {tuple(value.shape)}")
+        return (f"expected query [B, H, 1, D] and key, value [B, KV, L, D], got {tuple(query.shape)}, "
+                f"{tuple(key.shape)}, {tuple(value.shape)}")
     batch, heads, tokens, head_dim = query.shape
     if tokens != 1 or key.shape[0] != batch or key.shape[3] != head_dim:
-        raise ValueError(f"one query token per sequence against a cache of the same batch and head size: query "
-                         f"{tuple(query.shape)}, key {tuple(key.shape)}")
+        return (f"one query token per sequence against a cache of the same batch and head size: query "
+                f"{tuple(query.shape)}, key {tuple(key.shape)}")
     if heads % key.shape[1]:
-        raise ValueError(f"{heads} query heads do not share {key.shape[1]} key/value heads evenly")
+        return f"{heads} query heads do not share {key.shape[1]} key/value heads evenly"
     if not (query.dtype == key.dtype == value.dtype) or query.dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(f"query, key and value must all be bf16 or all fp16, got {query.dtype}, {key.dtype}, "
-                         f"{value.dtype}")
+        return f"query, key and value must all be bf16 or all fp16, got {query.dtype}, {key.dtype}, {value.dtype}"
     if head_dim > 256:
-        raise ValueError(f"head size {head_dim} is over 256")
+        return f"head size {head_dim} is over 256"
     if mask is not None and (mask.dtype != torch.bool or mask.dim() != 4 or mask.shape[1:3] != (1, 1)
                              or mask.shape[0] not in (1, batch) or mask.shape[3] != key.shape[2]):
-        raise ValueError(f"the mask must be bool [B or 1, 1, 1, L={key.shape[2]}], got {mask.dtype} "
-                         f"{tuple(mask.shape)}")
+        return f"the mask must be bool [B or 1, 1, 1, L={key.shape[2]}], got {mask.dtype} {tuple(mask.shape)}"
+    return None
 
 
 def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
@@ -168,7 +168,9 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     attended, or None for all L. Returns `out` [B, 1, H, D], the layout transformers' attention functions
     return."""
     require_triton()
-    _check(query, key, value, mask)
+    reason = unsupported(query, key, value, mask)
+    if reason is not None:
+        raise ValueError(reason)
     batch, heads, _, head_dim = query.shape
     kv_heads, length = key.shape[1], key.shape[2]
     group = heads // kv_heads

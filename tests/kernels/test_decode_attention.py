@@ -3,15 +3,18 @@ present), and the transformers backend that runs it (kernels/attention_backend.p
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import kernels.decode_attention as decode_attention_module
 import kernels.ops as ops
 from compress.model_io import load_model
-from kernels.attention_backend import DECODE_ATTENTION, use_decode_attention
+from kernels.attention_backend import DECODE_ATTENTION, decode_attention_forward, use_decode_attention
 from kernels.decode_attention import MERGE_SLICES, decode_attention, decode_attention_reference, slices_for
 from kernels.decoding import GreedyDecoder
 from tests.compress.conftest import build_random_model
@@ -153,6 +156,27 @@ def test_decoders_on_the_backend_decode_as_on_sdpa(tmp_path: Path, monkeypatch: 
     calls[0] = 0
     decoder.decode()
     assert calls[0] == layers * steps
+
+
+def test_what_the_kernel_does_not_compute_goes_to_sdpa(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A float mask, several query tokens, a soft cap or dropout: transformers' SDPA function answers, not the
+    kernel; a one-token step with a boolean mask takes the kernel."""
+    module = SimpleNamespace(num_key_value_groups=2, is_causal=True, training=False)
+    query, key = randn(1, 4, 1, 32, seed=1), randn(1, 2, 20, 32, seed=2)
+    mask = torch.ones(1, 1, 1, 20, dtype=torch.bool, device=DEVICE)
+    calls = _count_kernel_calls(monkeypatch)
+    for arguments, kwargs in [
+        ((query, key, key, torch.zeros(1, 1, 1, 20, dtype=torch.bfloat16, device=DEVICE)), {}),
+        ((randn(1, 4, 3, 32, seed=3), key, key, None), {}),
+        ((query, key, key, mask), {"dropout": 0.1}),
+        ((query, key, key, mask), {"softcap": 30.0}),
+    ]:
+        with contextlib.suppress(ValueError):  # SDPA itself refuses a soft cap
+            decode_attention_forward(module, *arguments, **kwargs)
+    assert calls[0] == 0
+    out, _ = decode_attention_forward(module, query, key, key, mask, scaling=0.2)
+    expected, _ = sdpa_attention_forward(module, query, key, key, mask, scaling=0.2)
+    assert calls[0] == 1 and relative_error(out, expected) < 1e-2
 
 
 def test_models_off_sdpa_keep_their_attention(tmp_path: Path) -> None:
