@@ -26,7 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels.decode_attention import _decode_attention_kernel
+from kernels.decode_attention import _decode_attention_kernel, kernel_config
 from kernels.int4_layout import QUAD_BLOCK
 from kernels.sparse24 import _sparse24_kernel
 from kernels.sparse24_layout import PAIR_BLOCK
@@ -57,6 +57,7 @@ class Census:
     counts: dict
     loop_instructions: int  # SASS instructions in the longest loop body
     loop_instructions_per_weight: float  # ... per weight a thread consumes in one trip of that loop
+    spill_stores: int  # STL in the SASS: registers spilled to local memory
 
 
 @dataclass
@@ -115,11 +116,17 @@ def _specs() -> dict[str, KernelSpec]:
     attention_integers = ["kv_heads", "length", "blocks_per_slice", "slices", "stride_qb", "stride_qh", "stride_qd",
                           "stride_kb", "stride_kh", "stride_kn", "stride_kd", "stride_vb", "stride_vh", "stride_vn",
                           "stride_vd", "stride_mb", "stride_mn", "stride_ob", "stride_oh", "stride_od"]
+    def attention(group: int, head_dim: int) -> KernelSpec:
+        """The decode attention kernel as its launcher configures it for these heads."""
+        config = kernel_config(group, head_dim)
+        warps = config.pop("num_warps")
+        return KernelSpec(_decode_attention_kernel, attention_pointers, attention_integers,
+                          {**config, "HAS_MASK": True, "UPCAST": False}, warps, 3, config["BLOCK_N"] * head_dim * 2)
+
     return {
-        "decode-attention": KernelSpec(_decode_attention_kernel, attention_pointers, attention_integers,
-                                       {"GROUP": 4, "HEAD_DIM": 128, "BLOCK_G": 16, "BLOCK_D": 128, "BLOCK_N": 64,
-                                        "BLOCK_HEADS": 4, "MERGE": 8, "HAS_MASK": True, "UPCAST": False}, 4, 3,
-                                       64 * 128 * 2),
+        "decode-attention": attention(4, 128),  # Llama-3 8B and 70B's heads: 4 (8) query heads per KV head
+        "decode-attention-d256": attention(2, 256),  # Gemma 3's head size
+        "decode-attention-group64": attention(64, 128),  # one KV head for 64 query heads
         "w4a16": w4a16(16, 256, 4, 4),
         "w4a16-m64": w4a16(64, 128, 1, 4),
         "w4a16-m128": w4a16(128, 128, 1, 8),
@@ -169,7 +176,8 @@ def census(name: str, spec: KernelSpec, arch: int) -> Census:
                   and all(operand.startswith("tensor<") for operand in first_operand_types),
                   counts={key: len(re.findall(pattern, ptx)) for key, pattern in PTX_PATTERNS.items()},
                   loop_instructions=loop,
-                  loop_instructions_per_weight=round(loop * 32 * spec.num_warps / spec.weights_per_trip, 2))
+                  loop_instructions_per_weight=round(loop * 32 * spec.num_warps / spec.weights_per_trip, 2),
+                  spill_stores=len(re.findall(r"\bSTL\b", compiled.asm["sass"])))
 
 
 def longest_loop(sass: str) -> int:
@@ -198,11 +206,11 @@ def main(argv: list[str] | None = None) -> list[Census]:
         parser.error(f"unknown kernels {unknown}; known: {', '.join(specs)}")
     rows = [census(name, specs[name], args.arch) for name in args.kernels.split(",")]
     print(f"{'kernel':<16} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS)
-          + f" {'loop SASS':>9} {'per weight':>10}")
+          + f" {'loop SASS':>9} {'per weight':>10} {'spills':>6}")
     for row in rows:
         print(f"{row.kernel:<16} {row.shared_bytes:>7} {'yes' if row.mma_a_in_registers else 'no':>9} "
               + " ".join(f"{row.counts[key]:>9}" for key in PTX_PATTERNS)
-              + f" {row.loop_instructions:>9} {row.loop_instructions_per_weight:>10}")
+              + f" {row.loop_instructions:>9} {row.loop_instructions_per_weight:>10} {row.spill_stores:>6}")
     date = datetime.date.today().isoformat()
     result = {"benchmark": "ptx_census", "date": date, "arch": f"sm_{args.arch}", "triton": triton.__version__,
               "rows": [asdict(row) for row in rows]}

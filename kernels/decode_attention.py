@@ -27,6 +27,10 @@ PROGRAMS_PER_SM = 1  # slices are added until the grid has about this many progr
 NUM_WARPS = 4
 MERGE_SLICES = 4  # slices the merging program reads at once (their loads in flight together)
 INTERPRETER_SMS = 4
+# Register budgets beyond which ptxas spilled (bench/ptx_census.py counts spill stores): elements of the merge's
+# [slices, heads x head size] tiles, and bytes of a block's tiles on NUM_WARPS warps (_block_bytes)
+MERGE_ELEMENTS = 2048
+BLOCK_BYTES = 51200
 
 
 if triton is not None:
@@ -124,6 +128,26 @@ if triton is not None:
                 tl.atomic_xchg(arrivals_ptr + pid, 0)
 
 
+def _block_bytes(block_g: int, block_n: int, block_d: int) -> int:
+    """Register bytes of a block's working tiles: the fp32 accumulator, K and V, and the fp32 scores."""
+    return 4 * (block_g * block_d + block_n * block_d + block_g * block_n)
+
+
+def kernel_config(group: int, head_dim: int) -> dict[str, int]:
+    """The compile-time shape of the kernel for `group` query heads per key/value head of `head_dim`: blocks of
+    BLOCK_N positions and MERGE_SLICES slices merged at once on NUM_WARPS warps (Llama-3's 4 x 128 on an H200);
+    for larger heads or groups, shorter blocks (down to 32 positions), then twice the warps, and fewer slices
+    merged at once, so that registers do not spill."""
+    block_heads, block_d = triton.next_power_of_2(group), triton.next_power_of_2(head_dim)
+    block_g = max(16, block_heads)  # the dots' rows
+    block_n = BLOCK_N
+    while block_n > 32 and _block_bytes(block_g, block_n, block_d) > BLOCK_BYTES:
+        block_n //= 2
+    return {"GROUP": group, "HEAD_DIM": head_dim, "BLOCK_G": block_g, "BLOCK_D": block_d, "BLOCK_N": block_n,
+            "BLOCK_HEADS": block_heads, "MERGE": max(1, min(MERGE_SLICES, MERGE_ELEMENTS // (block_heads * block_d))),
+            "num_warps": NUM_WARPS * (1 if _block_bytes(block_g, block_n, block_d) <= BLOCK_BYTES else 2)}
+
+
 @functools.cache
 def _sm_count(device: torch.device) -> int:
     if device.type != "cuda":
@@ -131,10 +155,11 @@ def _sm_count(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def slices_for(batch: int, kv_heads: int, length: int, device: torch.device) -> tuple[int, int]:
-    """(blocks per slice, slices): the cache is cut into slices until the grid has about PROGRAMS_PER_SM
-    programs per SM, each slice at least one block. A function of shapes only, so a captured graph keeps it."""
-    blocks = -(-length // BLOCK_N)
+def slices_for(batch: int, kv_heads: int, length: int, device: torch.device, block_n: int) -> tuple[int, int]:
+    """(blocks per slice, slices): the cache, in blocks of `block_n` positions, is cut into slices until the grid
+    has about PROGRAMS_PER_SM programs per SM, each slice at least one block. A function of shapes only, so a
+    captured graph keeps it."""
+    blocks = -(-length // block_n)
     wanted = max(1, -(-PROGRAMS_PER_SM * _sm_count(device) // (batch * kv_heads)))
     per_slice = -(-blocks // min(blocks, wanted))
     return per_slice, -(-blocks // per_slice)
@@ -179,8 +204,9 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     elif out.shape != (batch, 1, heads, head_dim) or out.dtype != query.dtype:
         raise ValueError(f"out must be {query.dtype} [{batch}, 1, {heads}, {head_dim}], got {out.dtype} "
                          f"{tuple(out.shape)}")
-    per_slice, slices = slices_for(batch, kv_heads, length, query.device)
-    block_d = triton.next_power_of_2(head_dim)
+    config = kernel_config(group, head_dim)
+    per_slice, slices = slices_for(batch, kv_heads, length, query.device, config["BLOCK_N"])
+    block_d = triton.next_power_of_2(head_dim)  # the partials' row length
     partials = torch.empty(batch * heads * slices * block_d if slices > 1 else 1, device=query.device,
                            dtype=torch.float32)
     lse = torch.empty(batch * heads * slices if slices > 1 else 1, device=query.device, dtype=torch.float32)
@@ -192,9 +218,7 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         kv_heads, length, per_slice, slices, scale / math.log(2),
         query.stride(0), query.stride(1), query.stride(3), *key.stride(), *value.stride(), *mask_strides,
         out.stride(0), out.stride(2), out.stride(3),
-        GROUP=group, HEAD_DIM=head_dim, BLOCK_G=max(16, triton.next_power_of_2(group)), BLOCK_D=block_d,
-        BLOCK_N=BLOCK_N, BLOCK_HEADS=triton.next_power_of_2(group), MERGE=MERGE_SLICES, HAS_MASK=mask is not None,
-        UPCAST=interpreted(), num_warps=NUM_WARPS,
+        HAS_MASK=mask is not None, UPCAST=interpreted(), **config,
     )
     return out
 

@@ -15,7 +15,13 @@ import kernels.decode_attention as decode_attention_module
 import kernels.ops as ops
 from compress.model_io import load_model
 from kernels.attention_backend import DECODE_ATTENTION, decode_attention_forward, use_decode_attention
-from kernels.decode_attention import MERGE_SLICES, decode_attention, decode_attention_reference, slices_for
+from kernels.decode_attention import (
+    MERGE_SLICES,
+    decode_attention,
+    decode_attention_reference,
+    kernel_config,
+    slices_for,
+)
 from kernels.decoding import GreedyDecoder
 from tests.compress.conftest import build_random_model
 from tests.kernels.helpers import DEVICE, poisoned, randn, relative_error
@@ -28,6 +34,8 @@ CASES = [
     (2, 6, 6, 130, 32, torch.float16),  # one query head per key/value head
     (3, 4, 1, 200, 48, torch.bfloat16),  # one key/value head for all, a head size that is not a power of two
     (1, 16, 2, 300, 128, torch.bfloat16),  # several slices merged
+    (2, 4, 2, 100, 256, torch.bfloat16),  # a head size of 256: blocks of 32 positions
+    (1, 64, 1, 90, 128, torch.float16),  # 64 query heads on one key/value head: 8 warps, one slice merged at once
 ]
 
 
@@ -67,15 +75,18 @@ def test_decode_attention_matches_the_reference(case: tuple) -> None:
 
 
 def test_several_slices_are_merged() -> None:
-    """The case above that runs several slices really does (otherwise merging is untested)."""
-    assert slices_for(1, 2, 300, torch.device(DEVICE))[1] > 1
+    """The case above that runs several slices really does (otherwise merging is untested), and the large heads
+    above take the shorter blocks and the narrower merge."""
+    assert kernel_config(2, 256)["BLOCK_N"] == 32 and kernel_config(64, 128)["MERGE"] == 1
+    assert slices_for(1, 2, 300, torch.device(DEVICE), kernel_config(8, 128)["BLOCK_N"])[1] > 1
 
 
 def test_more_slices_than_one_merge_step_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     """A long cache cut into more slices than the merge reads at once, some of them empty under the mask."""
     monkeypatch.setattr(decode_attention_module, "PROGRAMS_PER_SM", 64)
     batch, heads, kv_heads, length, head_dim = 2, 4, 1, 1100, 32
-    assert slices_for(batch, kv_heads, length, torch.device(DEVICE))[1] > 2 * MERGE_SLICES
+    block_n = kernel_config(heads // kv_heads, head_dim)["BLOCK_N"]
+    assert slices_for(batch, kv_heads, length, torch.device(DEVICE), block_n)[1] > 2 * MERGE_SLICES
     query = randn(batch, heads, 1, head_dim, seed=11)
     key = randn(batch, kv_heads, length, head_dim, seed=12)
     value = randn(batch, kv_heads, length, head_dim, seed=13)
