@@ -65,8 +65,9 @@ if triton is not None:
         best = tl.full([BLOCK_G], float("-inf"), tl.float32)
         total = tl.zeros([BLOCK_G], tl.float32)
         acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
-        k_base = k_ptr + b * stride_kb + kv_head * stride_kh
-        v_base = v_ptr + b * stride_vb + kv_head * stride_vh
+        cache_b = b.to(tl.int64)  # a batch of long caches passes 2^31 elements
+        k_base = k_ptr + cache_b * stride_kb + kv_head * stride_kh
+        v_base = v_ptr + cache_b * stride_vb + kv_head * stride_vh
         for block in range(0, blocks_per_slice):
             n = (part * blocks_per_slice + block) * BLOCK_N + tl.arange(0, BLOCK_N)
             allowed = n < length
