@@ -24,10 +24,22 @@ _SDPA_ONLY = ("softcap", "position_bias", "s_aux", "sinks", "output_attentions")
 log = logging.getLogger(__name__)
 
 
+def kernel_runs_on(device: torch.device) -> bool:
+    """Whether decode steps on `device` reach the kernel (CUDA, or Triton's interpreter as in the tests)."""
+    return triton_available() and (device.type == "cuda" or interpreted())
+
+
+def attention_in_use(model: PreTrainedModel, device: torch.device) -> str:
+    """The attention a model's decode steps run on `device`, as reports name it: DECODE_ATTENTION only where the
+    kernel runs there (elsewhere a switched model's steps go to SDPA)."""
+    name = model.config._attn_implementation
+    return "sdpa" if name == DECODE_ATTENTION and not kernel_runs_on(device) else name
+
+
 def _runs_kernel(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
                  dropout: float, kwargs: dict) -> bool:
     """Whether this call is a decode step the kernel computes exactly as SDPA would."""
-    if not triton_available() or not (query.is_cuda or interpreted()):
+    if not kernel_runs_on(query.device):
         return False
     if dropout or any(kwargs.get(name) for name in _SDPA_ONLY):
         return False

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from compress.model_io import inspect_model_dir
+from kernels.attention_backend import attention_in_use
 from kernels.decoding import GreedyDecoder
 from kernels.loader import load_for_inference
 
@@ -30,6 +31,7 @@ class Generation:
     device: str
     cuda_graph: bool
     kernels: dict[str, int]  # layers per kernel, as load_for_inference counts them
+    attention: str  # what the decode steps' attention ran on (kernels/attention_backend.py attention_in_use)
     note: str = ""  # how the decoding differed from what was asked (torch.compile failed: decoded eagerly)
 
     @property
@@ -90,7 +92,8 @@ def generate(checkpoint: Path, prompt: str, new_tokens: int, device: torch.devic
     kept = next((index for index, token in enumerate(generated) if token in ends), len(generated))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     return Generation(text=tokenizer.decode(generated[:kept], skip_special_tokens=True), tokens=kept,
-                      decoded=new_tokens, seconds=seconds, device=name, cuda_graph=graph, kernels=kernels, note=note)
+                      decoded=new_tokens, seconds=seconds, device=name, cuda_graph=graph, kernels=kernels,
+                      attention=attention_in_use(model, device), note=note)
 
 
 def _decode(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int,

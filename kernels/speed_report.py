@@ -10,7 +10,7 @@ import torch
 from transformers import PreTrainedModel
 
 from compress.model_io import load_model
-from kernels.attention_backend import use_decode_attention
+from kernels.attention_backend import attention_in_use, use_decode_attention
 from kernels.decoding import DecodeSpeed, measure_decode_speed
 from kernels.layer_speed import layer_speeds, per_step
 from kernels.loader import UnsupportedScheme, load_for_inference
@@ -79,7 +79,7 @@ def decode_speed_report(original: Path, compressed: Path, device: torch.device) 
 def _measured_report(original: Path, compressed: Path, device: torch.device) -> dict:
     model, kernels = load_for_inference(compressed, device)
     speeds = layer_speeds(model, cold_time_ms, BATCHES)
-    attention = model.config._attn_implementation
+    attention = attention_in_use(model, device)
     loaded = [model]
     del model
 

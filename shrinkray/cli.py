@@ -108,7 +108,8 @@ def generate(
     layers = ", ".join(f"{kernel} x{count}" for kernel, count in sorted(result.kernels.items()))
     typer.echo(f"{result.tokens} tokens ({result.decoded} decoded in {result.seconds:.2f} s, "
                f"{result.tokens_per_s:.1f} tokens/s, prefill included) on {result.device}"
-               f"{', CUDA graph' if result.cuda_graph else ''}; layers: {layers}", err=True)
+               f"{', CUDA graph' if result.cuda_graph else ''}; layers: {layers}; attention: {result.attention}",
+               err=True)
     if result.note:
         typer.secho(f"note: {result.note}", fg=typer.colors.YELLOW, err=True)
 

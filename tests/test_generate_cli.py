@@ -50,6 +50,7 @@ def test_the_continuation_is_the_checkpoints_greedy_text(checkpoint: Path) -> No
     expected, tokenizer = _expected_tokens(checkpoint)
     assert run.stdout == tokenizer.decode(expected, skip_special_tokens=True) + "\n"
     assert "12 tokens (12 decoded" in run.stderr and "tokens/s" in run.stderr and "w4a16-fused x" in run.stderr
+    assert "attention: sdpa" in run.stderr  # switched to Shrinkray's decode attention, which does not run on a CPU
 
 
 def test_the_text_ends_at_the_end_of_sequence_token(checkpoint: Path, tmp_path: Path) -> None:

@@ -14,7 +14,12 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 import kernels.decode_attention as decode_attention_module
 import kernels.ops as ops
 from compress.model_io import load_model
-from kernels.attention_backend import DECODE_ATTENTION, decode_attention_forward, use_decode_attention
+from kernels.attention_backend import (
+    DECODE_ATTENTION,
+    attention_in_use,
+    decode_attention_forward,
+    use_decode_attention,
+)
 from kernels.decode_attention import (
     MERGE_SLICES,
     decode_attention,
@@ -162,6 +167,7 @@ def test_decoders_on_the_backend_decode_as_on_sdpa(tmp_path: Path, monkeypatch: 
     on_sdpa = GreedyDecoder(model, prompt, steps).first_step_logits()
     calls = _count_kernel_calls(monkeypatch)
     assert use_decode_attention(model) and model.config._attn_implementation == DECODE_ATTENTION
+    assert attention_in_use(model, torch.device(DEVICE)) == DECODE_ATTENTION  # CUDA, or the interpreter
     decoder = GreedyDecoder(model, prompt, steps)
     assert relative_error(decoder.first_step_logits(), on_sdpa) < 2e-2
     calls[0] = 0
