@@ -15,6 +15,7 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from kernels.decode_attention import unsupported
 from kernels.ops import decode_attention_op
+from kernels.self_check import KernelMismatch, check_decode_attention
 from kernels.triton_support import interpreted, triton_available
 
 DECODE_ATTENTION = "shrinkray_decode"
@@ -62,14 +63,34 @@ def _register() -> None:
     AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)  # the boolean masks SDPA gets
 
 
+def _check_heads(model: PreTrainedModel) -> None:
+    """The kernel against its reference for the model's head layout and dtype on its device (self_check.py);
+    nothing to check where the kernel does not run."""
+    device = model.get_input_embeddings().weight.device
+    if not kernel_runs_on(device):
+        return
+    config = model.config.get_text_config()
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    dtype = model.dtype if model.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
+    check_decode_attention(heads, kv_heads, head_dim, dtype, device)
+
+
 def use_decode_attention(model: PreTrainedModel) -> bool:
     """Switch a model that runs on SDPA to DECODE_ATTENTION; returns whether it was switched. Models on another
     backend keep it (eager is what transformers picks for the attention SDPA cannot compute, e.g. soft caps),
-    and so do models with attention code of their own."""
+    and so do models with attention code of their own, and models whose heads the kernel does not take or for
+    which it disagrees with its reference on their device (a warning says why)."""
     _register()
     current = model.config._attn_implementation
     if current != "sdpa" or not model._can_set_attn_implementation():
         log.info("%s keeps its %s attention", type(model).__name__, current)
+        return False
+    try:
+        _check_heads(model)
+    except (KernelMismatch, ValueError) as reason:  # wrong on this GPU, or heads the kernel does not take
+        log.warning("%s keeps SDPA attention: %s", type(model).__name__, reason)
         return False
     model.set_attn_implementation(DECODE_ATTENTION)
     return model.config._attn_implementation == DECODE_ATTENTION

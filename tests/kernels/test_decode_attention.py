@@ -4,6 +4,7 @@ present), and the transformers backend that runs it (kernels/attention_backend.p
 from __future__ import annotations
 
 import contextlib
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,6 +14,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import kernels.decode_attention as decode_attention_module
 import kernels.ops as ops
+import kernels.self_check as self_check
 from compress.model_io import load_model
 from kernels.attention_backend import (
     DECODE_ATTENTION,
@@ -194,6 +196,30 @@ def test_what_the_kernel_does_not_compute_goes_to_sdpa(monkeypatch: pytest.Monke
     out, _ = decode_attention_forward(module, query, key, key, mask, scaling=0.2)
     expected, _ = sdpa_attention_forward(module, query, key, key, mask, scaling=0.2)
     assert calls[0] == 1 and relative_error(out, expected) < 1e-2
+
+
+def test_a_kernel_that_disagrees_on_the_device_leaves_the_model_on_sdpa(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The switch checks the kernel on the model's own head layout first (kernels/self_check.py): wrong results
+    keep SDPA, with a warning that says why; so do heads the kernel does not take."""
+    model, _ = load_model(build_random_model(tmp_path / "llama", "llama", 1), dtype=torch.bfloat16)
+    model.to(DEVICE)
+    checked = []
+
+    def wrong(query: torch.Tensor, *args: object) -> torch.Tensor:
+        checked.append(tuple(query.shape))
+        return torch.zeros_like(query).transpose(1, 2)
+
+    monkeypatch.setattr(self_check, "decode_attention", wrong)
+    with caplog.at_level(logging.WARNING):
+        assert not use_decode_attention(model)
+    assert model.config._attn_implementation == "sdpa" and "disagrees with its reference" in caplog.text
+    assert checked == [(2, model.config.num_attention_heads, 1, model.config.head_dim)]
+    monkeypatch.undo()
+    wide, _ = load_model(build_random_model(tmp_path / "wide", "llama", 1, head_dim=512), dtype=torch.bfloat16)
+    with caplog.at_level(logging.WARNING):
+        assert not use_decode_attention(wide.to(DEVICE))
+    assert wide.config._attn_implementation == "sdpa" and "head size 512 is over 256" in caplog.text
 
 
 def test_models_off_sdpa_keep_their_attention(tmp_path: Path) -> None:
