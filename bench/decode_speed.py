@@ -165,7 +165,7 @@ def main() -> None:
 
     for attention in {"shrinkray": ["shrinkray"], "sdpa": ["sdpa"], "both": ["sdpa", "shrinkray"]}[args.attention]:
         if attention == "shrinkray" and not use_decode_attention(model):
-            raise SystemExit(f"the model runs {model.config._attn_implementation} attention, not SDPA")
+            raise SystemExit("Shrinkray's decode attention does not take this model (the warning above says why)")
         if attention == "sdpa":
             model.set_attn_implementation("sdpa")
         for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:

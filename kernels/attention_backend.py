@@ -64,8 +64,8 @@ def _register() -> None:
 
 
 def _check_heads(model: PreTrainedModel) -> None:
-    """The kernel against its reference for the model's head layout and dtype on its device (self_check.py);
-    nothing to check where the kernel does not run."""
+    """The kernel against its reference for the model's head layout and dtype on its device (self_check.py),
+    raising ValueError for what it does not take; nothing to check where the kernel does not run."""
     device = model.get_input_embeddings().weight.device
     if not kernel_runs_on(device):
         return
@@ -73,8 +73,7 @@ def _check_heads(model: PreTrainedModel) -> None:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
-    dtype = model.dtype if model.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    check_decode_attention(heads, kv_heads, head_dim, dtype, device)
+    check_decode_attention(heads, kv_heads, head_dim, model.dtype, device)  # fp32 is refused: it never runs
 
 
 def use_decode_attention(model: PreTrainedModel) -> bool:

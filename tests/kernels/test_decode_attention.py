@@ -201,7 +201,7 @@ def test_what_the_kernel_does_not_compute_goes_to_sdpa(monkeypatch: pytest.Monke
 def test_a_kernel_that_disagrees_on_the_device_leaves_the_model_on_sdpa(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The switch checks the kernel on the model's own head layout first (kernels/self_check.py): wrong results
-    keep SDPA, with a warning that says why; so do heads the kernel does not take."""
+    keep SDPA, with a warning that says why; so do heads and dtypes the kernel does not take."""
     model, _ = load_model(build_random_model(tmp_path / "llama", "llama", 1), dtype=torch.bfloat16)
     model.to(DEVICE)
     checked = []
@@ -220,6 +220,8 @@ def test_a_kernel_that_disagrees_on_the_device_leaves_the_model_on_sdpa(
     with caplog.at_level(logging.WARNING):
         assert not use_decode_attention(wide.to(DEVICE))
     assert wide.config._attn_implementation == "sdpa" and "head size 512 is over 256" in caplog.text
+    full, _ = load_model(build_random_model(tmp_path / "fp32", "llama", 1), dtype=torch.float32)
+    assert not use_decode_attention(full.to(DEVICE)) and "must all be bf16 or all fp16" in caplog.text
 
 
 def test_models_off_sdpa_keep_their_attention(tmp_path: Path) -> None:
