@@ -58,9 +58,31 @@ def decode_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.
     return decode_attention_op(query, key, value, attention_mask, scale), None
 
 
+@torch.library.custom_op("shrinkray::materialized_mask", mutates_args=())
+def materialized_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A copy of `mask` that torch.compile cannot see into."""
+    return mask.clone()
+
+
+@materialized_mask.register_fake
+def _(mask):  # type: ignore[no-untyped-def]
+    return torch.empty_like(mask)
+
+
+def decode_attention_mask(*args: object, **kwargs: object) -> torch.Tensor | None:
+    """The boolean mask SDPA gets (transformers' sdpa_mask), computed once per forward. A model builds its mask
+    once for all layers, but in a compiled step inductor folded that computation into each layer's attention
+    inputs: one more kernel per layer and decode step. Under torch.compile the mask therefore passes through an
+    operator inductor cannot fuse across, so it is computed once and every layer reads it."""
+    mask = sdpa_mask(*args, **kwargs)
+    if isinstance(mask, torch.Tensor) and torch.compiler.is_compiling():
+        return materialized_mask(mask)
+    return mask
+
+
 def _register() -> None:
     AttentionInterface.register(DECODE_ATTENTION, decode_attention_forward)
-    AttentionMaskInterface.register(DECODE_ATTENTION, sdpa_mask)  # the boolean masks SDPA gets
+    AttentionMaskInterface.register(DECODE_ATTENTION, decode_attention_mask)
 
 
 def _check_heads(model: PreTrainedModel) -> None:

@@ -139,13 +139,16 @@ def test_bad_shapes_are_refused(query_shape: tuple, key_shape: tuple, mask_shape
         decode_attention(torch.zeros(1, 8, 1, 64), torch.zeros(1, 2, 10, 64), torch.zeros(1, 2, 10, 64), None, 1.0)
 
 
-def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts launches inside the operator's body, which runs as it is even in a compiled step."""
+def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch, masks: list | None = None) -> list[int]:
+    """Counts launches inside the operator's body, which runs as it is even in a compiled step (and appends the
+    address of each call's mask to `masks`)."""
     calls = [0]
     kernel = ops.decode_attention
 
     def counted(*args: object) -> torch.Tensor:
         calls[0] += 1
+        if masks is not None:
+            masks.append(args[3].data_ptr())
         return kernel(*args)
 
     monkeypatch.setattr(ops, "decode_attention", counted)
@@ -234,7 +237,7 @@ def test_models_off_sdpa_keep_their_attention(tmp_path: Path) -> None:
 
 def test_a_compiled_step_runs_the_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Under torch.compile the kernel is one opaque operator, launched per layer: the compiled step computes what
-    the eager one does."""
+    the eager one does, and its mask once for all layers (inductor had computed it again for each)."""
     model, _ = load_model(build_random_model(tmp_path / "llama", "llama", 2), dtype=torch.bfloat16)
     model.to(DEVICE)
     use_decode_attention(model)
@@ -246,4 +249,18 @@ def test_a_compiled_step_runs_the_kernel(tmp_path: Path, monkeypatch: pytest.Mon
     calls = _count_kernel_calls(monkeypatch)
     compiled.step()
     assert calls[0] == 2
+    masks: list[int] = []
+    _count_kernel_calls(monkeypatch, masks)
+    copies = []
+    clone = torch.Tensor.clone
+
+    def recorded(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        copy = clone(tensor, *args, **kwargs)
+        copies.append(copy.data_ptr())
+        return copy
+
+    monkeypatch.setattr(torch.Tensor, "clone", recorded)  # the mask operator's body, run by the compiled step
+    compiled.step()
+    assert len(copies) == 1 and masks == copies * 2
+    monkeypatch.undo()
     assert relative_error(compiled.first_step_logits(), eager) < 1e-2
