@@ -19,10 +19,13 @@ import argparse
 import datetime
 import json
 import re
+import subprocess
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import triton
+from triton.backends import nvidia as nvidia_backend
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
@@ -58,6 +61,7 @@ class Census:
     loop_instructions: int  # SASS instructions in the longest loop body
     loop_instructions_per_weight: float  # ... per weight a thread consumes in one trip of that loop
     spill_stores: int  # STL in the SASS: registers spilled to local memory
+    registers: int | None  # per thread (with the warps, what bounds how many programs share an SM)
 
 
 @dataclass
@@ -177,7 +181,22 @@ def census(name: str, spec: KernelSpec, arch: int) -> Census:
                   counts={key: len(re.findall(pattern, ptx)) for key, pattern in PTX_PATTERNS.items()},
                   loop_instructions=loop,
                   loop_instructions_per_weight=round(loop * 32 * spec.num_warps / spec.weights_per_trip, 2),
-                  spill_stores=len(re.findall(r"\bSTL\b", compiled.asm["sass"])))
+                  spill_stores=len(re.findall(r"\bSTL\b", compiled.asm["sass"])),
+                  registers=registers(compiled.asm["cubin"]))
+
+
+def registers(cubin: bytes) -> int | None:
+    """Registers per thread of the kernel in `cubin`, read by the cuobjdump that ships with Triton's NVIDIA
+    backend (None where it does not)."""
+    cuobjdump = Path(nvidia_backend.__file__).parent / "bin" / "cuobjdump"
+    if not cuobjdump.exists():
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
+        file.write(cubin)
+        file.flush()
+        usage = subprocess.run([str(cuobjdump), "--dump-resource-usage", file.name], capture_output=True, text=True)
+    found = re.search(r"\bREG:(\d+)", usage.stdout)
+    return int(found.group(1)) if found else None
 
 
 def longest_loop(sass: str) -> int:
@@ -206,11 +225,12 @@ def main(argv: list[str] | None = None) -> list[Census]:
         parser.error(f"unknown kernels {unknown}; known: {', '.join(specs)}")
     rows = [census(name, specs[name], args.arch) for name in args.kernels.split(",")]
     print(f"{'kernel':<16} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS)
-          + f" {'loop SASS':>9} {'per weight':>10} {'spills':>6}")
+          + f" {'loop SASS':>9} {'per weight':>10} {'spills':>6} {'regs':>5}")
     for row in rows:
         print(f"{row.kernel:<16} {row.shared_bytes:>7} {'yes' if row.mma_a_in_registers else 'no':>9} "
               + " ".join(f"{row.counts[key]:>9}" for key in PTX_PATTERNS)
-              + f" {row.loop_instructions:>9} {row.loop_instructions_per_weight:>10} {row.spill_stores:>6}")
+              + f" {row.loop_instructions:>9} {row.loop_instructions_per_weight:>10} {row.spill_stores:>6}"
+              + f" {row.registers if row.registers is not None else '-':>5}")
     date = datetime.date.today().isoformat()
     result = {"benchmark": "ptx_census", "date": date, "arch": f"sm_{args.arch}", "triton": triton.__version__,
               "rows": [asdict(row) for row in rows]}

@@ -35,6 +35,7 @@ def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> No
     # no kernel spills registers; decode attention's launcher shortens blocks and adds warps for large heads
     # and groups (a head size of 256 or 64 query heads per key/value head spilled 21-65 stores before)
     assert {name: row["spill_stores"] for name, row in hopper.items() if row["spill_stores"]} == {}
+    assert all(0 < row["registers"] <= 255 for row in hopper.values())  # read from each kernel's cubin
     # decode attention's 16-row query tiles (a group's heads, padded) are below wgmma's 64 rows: mma.sync
     attention = hopper["decode-attention"]
     assert attention["counts"]["mma_sync"] > 0 and attention["counts"]["wgmma"] == 0
@@ -62,6 +63,8 @@ def test_tensor_core_paths_are_told_apart_per_architecture(tmp_path: Path) -> No
     strip = hopper["w4a16-strip"]
     assert strip["counts"]["wgmma"] == strip["counts"]["mma_sync"] == 0
     assert 2 < strip["loop_instructions_per_weight"] < min(2.8, gemv["loop_instructions_per_weight"] - 0.5)
+    # ... in 64 registers a thread (four words and their unit sums), so many one-warp programs share an SM
+    assert strip["registers"] <= 64
     assert hopper["w8a8-int8"]["counts"]["wgmma"] > 0 and not hopper["w8a8-int8"]["mma_a_in_registers"]
     # weight-only 8-bit: the widened weight is the MMA's register operand only in the transposed tile
     assert not hopper["w8a16-int8"]["mma_a_in_registers"] and hopper["w8a16-int8-transposed"]["mma_a_in_registers"]
