@@ -137,7 +137,7 @@ def main() -> None:
             speed = measure_decode_speed(model, batch, args.prompt_tokens, args.new_tokens, compile_step=compiled)
             rows.append({"scheme": scheme, "attention": attention, **speed.as_dict()})
             print(f"{scheme:<16} {attention:<16} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  "
-                  f"{speed.ms_per_step:7.3f} ms/step"
+                  f"{speed.ms_per_step:7.3f} ms/step ({speed.ms_per_step_min:.3f}-{speed.ms_per_step_max:.3f})"
                   f"  graph={speed.cuda_graph} compiled={compiled} {speed.note}", flush=True)
             if args.profile and device.type == "cuda":
                 profiled = rows[-1]["profile"] = step_profile(model, batch, args.prompt_tokens, compiled)
@@ -190,9 +190,10 @@ def main() -> None:
         "transformers": transformers.__version__,
         "shape": shape,
         "protocol": f"greedy, random prompt of {args.prompt_tokens} tokens, {args.new_tokens} new tokens, static "
-                    "KV cache, one CUDA graph per decode step, median of 3, prefill excluded; the step eager and/or "
-                    "torch.compile'd whole (lm_head bf16 in every scheme); "
-                    "speedups are against bf16 run the same way, with the same attention",
+                    "KV cache, one CUDA graph per decode step, the steps alone timed (each repeat's prefill is not), "
+                    "median of 5 with the fastest and slowest kept; the step eager and/or torch.compile'd whole "
+                    "(lm_head bf16 in every scheme); speedups are against bf16 run the same way, with the same "
+                    "attention",
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

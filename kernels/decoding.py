@@ -22,6 +22,8 @@ class DecodeSpeed:
     tokens_per_s: float  # generated tokens per second over the whole batch
     ms_per_step: float
     cuda_graph: bool
+    ms_per_step_min: float | None = None  # the fastest and slowest of the timed repeats (the median is above)
+    ms_per_step_max: float | None = None
     compiled: bool = False  # the decode step ran under torch.compile
     graph_check_error: float | None = None  # relative logits error of a replayed step against an eager one
     eager_repeat_error: float | None = None  # the same between two eager steps (split-K sums in any order)
@@ -143,12 +145,24 @@ class GreedyDecoder:
     def decode(self) -> torch.Tensor:
         """Prefill and generate new_tokens tokens; returns them [B, new_tokens]."""
         self.prefill()
+        self._steps()
+        return self.generated.clone()
+
+    def timed_steps(self) -> float:
+        """Seconds of the new_tokens decode steps after a fresh prefill, which is not timed."""
+        self.prefill()
+        _synchronize(self.token.device)
+        started = time.perf_counter()
+        self._steps()
+        _synchronize(self.token.device)
+        return time.perf_counter() - started
+
+    def _steps(self) -> None:
         for _ in range(self.new_tokens):
             if self.graph is not None:
                 self.graph.replay()
             else:
                 self.step()
-        return self.generated.clone()
 
 
 def _synchronize(device: torch.device) -> None:
@@ -158,11 +172,12 @@ def _synchronize(device: torch.device) -> None:
 
 def measure_decode_speed(
     model: PreTrainedModel, batch: int = 1, prompt_tokens: int = 32, new_tokens: int = 128, seed: int = 0,
-    repeats: int = 3, compile_step: bool = False,
+    repeats: int = 5, compile_step: bool = False,
 ) -> DecodeSpeed:
-    """Median time of greedy decoding new_tokens after a random prompt; on CUDA through a captured graph,
-    checked against eager decoding of the same prompt before it is timed. With `compile_step` the step runs
-    under torch.compile (compiled_step)."""
+    """Median time of greedy decoding new_tokens after a random prompt, the prefill excluded; on CUDA through a
+    captured graph, checked against eager decoding of the same prompt before it is timed. With `compile_step` the
+    step runs under torch.compile (compiled_step). Only the steps are timed: subtracting a prefill timed apart,
+    as this did before, added that one measurement's jitter to every step."""
     device = next(model.parameters()).device
     vocab = model.config.vocab_size
     prompt = torch.randint(0, vocab, (batch, prompt_tokens), generator=torch.Generator().manual_seed(seed))
@@ -183,22 +198,10 @@ def measure_decode_speed(
             if check > max(1e-2, 3 * spread):
                 note = f"graph replay differs from eager decoding: relative logits error {check:.1e}"
     decoder.decode()  # warm-up
-    times = []
-    for _ in range(repeats):
-        _synchronize(device)
-        started = time.perf_counter()
-        decoder.decode()
-        _synchronize(device)
-        times.append(time.perf_counter() - started)
-    seconds = sorted(times)[len(times) // 2]
-    # the prefill is inside the timed call; subtract its share by timing it alone
-    _synchronize(device)
-    started = time.perf_counter()
-    decoder.prefill()
-    _synchronize(device)
-    decode_seconds = max(seconds - (time.perf_counter() - started), 1e-9)
-    return DecodeSpeed(batch=batch, prompt_tokens=prompt_tokens, new_tokens=new_tokens, seconds=decode_seconds,
-                       tokens_per_s=batch * new_tokens / decode_seconds,
-                       ms_per_step=1e3 * decode_seconds / new_tokens, cuda_graph=decoder.graph is not None,
-                       compiled=compile_step, graph_check_error=check, eager_repeat_error=spread,
-                       note=note)
+    times = sorted(max(decoder.timed_steps(), 1e-9) for _ in range(repeats))
+    seconds = times[len(times) // 2]
+    return DecodeSpeed(batch=batch, prompt_tokens=prompt_tokens, new_tokens=new_tokens, seconds=seconds,
+                       tokens_per_s=batch * new_tokens / seconds, ms_per_step=1e3 * seconds / new_tokens,
+                       cuda_graph=decoder.graph is not None, ms_per_step_min=1e3 * times[0] / new_tokens,
+                       ms_per_step_max=1e3 * times[-1] / new_tokens, compiled=compile_step, graph_check_error=check,
+                       eager_repeat_error=spread, note=note)
