@@ -76,7 +76,9 @@ def test_put_file_catches_bytes_that_changed_after_hashing(
         digest = digest_file(file, part_size)
         with file.open("r+b") as handle:  # one flipped byte between hashing and uploading
             handle.seek(size // 2)
-            handle.write(bytes([handle.read(1)[0] ^ 0xFF]))
+            flipped = handle.read(1)[0] ^ 0xFF
+            handle.seek(size // 2)  # (written after the byte read, it left the file unchanged one time in 256)
+            handle.write(bytes([flipped]))
         return digest
 
     monkeypatch.setattr(s3_module, "digest_file", digest_then_corrupt)
