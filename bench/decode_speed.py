@@ -33,6 +33,7 @@ from compress.methods.masks import nm_mask
 from compress.quantize import quantize_weight
 from kernels.attention_backend import use_decode_attention
 from kernels.decoding import GreedyDecoder, measure_decode_speed
+from kernels.dependent_launch import dependent_launch, set_dependent_launch
 from kernels.fusion import GatedMLP, fuse_sibling_projections
 from kernels.linear import Int4Linear, Int8Linear, Sparse24Linear
 
@@ -116,6 +117,9 @@ def main() -> None:
                         help="run the decode step eagerly, under torch.compile, or both ways (default)")
     parser.add_argument("--attention", choices=["shrinkray", "sdpa", "both"], default="shrinkray",
                         help="the decode steps' attention in both models (default: Shrinkray's decode kernel)")
+    parser.add_argument("--dependent-launch", choices=["on", "off", "both"], default="on",
+                        help="Shrinkray's kernels launched dependent on the kernel before them (Hopper and later, "
+                             "kernels/dependent_launch.py), or not, or each way")
     parser.add_argument("--profile", action="store_true",
                         help="also record each row's GPU kernel time per step by kernel (torch.profiler)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -135,8 +139,10 @@ def main() -> None:
         attention = model.config._attn_implementation
         for batch in batches:
             speed = measure_decode_speed(model, batch, args.prompt_tokens, args.new_tokens, compile_step=compiled)
-            rows.append({"scheme": scheme, "attention": attention, **speed.as_dict()})
-            print(f"{scheme:<16} {attention:<16} batch {batch:>3}  {speed.tokens_per_s:10.1f} tok/s  "
+            rows.append({"scheme": scheme, "attention": attention, "dependent_launch": dependent_launch(device),
+                         **speed.as_dict()})
+            print(f"{scheme:<16} {attention:<16} dependent={rows[-1]['dependent_launch']} batch {batch:>3}  "
+                  f"{speed.tokens_per_s:10.1f} tok/s  "
                   f"{speed.ms_per_step:7.3f} ms/step ({speed.ms_per_step_min:.3f}-{speed.ms_per_step_max:.3f})"
                   f"  graph={speed.cuda_graph} compiled={compiled} {speed.note}", flush=True)
             if args.profile and device.type == "cuda":
@@ -163,24 +169,34 @@ def main() -> None:
             restore_tree(tree)
             torch.cuda.empty_cache() if device.type == "cuda" else None
 
+    dependent_modes = {"on": [True], "off": [False], "both": [False, True]}[args.dependent_launch]
+    if not dependent_launch(device):  # not on this device: one run without
+        dependent_modes = [False]
     for attention in {"shrinkray": ["shrinkray"], "sdpa": ["sdpa"], "both": ["sdpa", "shrinkray"]}[args.attention]:
         if attention == "shrinkray" and not use_decode_attention(model):
             raise SystemExit("Shrinkray's decode attention does not take this model (the warning above says why)")
         if attention == "sdpa":
             model.set_attn_implementation("sdpa")
         for compiled in {"no": [False], "yes": [True], "both": [False, True]}[args.compile]:
-            started = time.perf_counter()
-            measure_all(compiled)
-            print(f"{'compiled' if compiled else 'eager'} runs took {time.perf_counter() - started:.0f} s", flush=True)
+            for dependent in dependent_modes:
+                set_dependent_launch(dependent)
+                started = time.perf_counter()
+                measure_all(compiled)
+                print(f"{'compiled' if compiled else 'eager'} runs took {time.perf_counter() - started:.0f} s",
+                      flush=True)
 
-    base = {(row["batch"], row["compiled"], row["attention"]): row["tokens_per_s"]
-            for row in rows if row["scheme"] == "bf16"}
-    print(f"\n{'scheme':<16} {'attention':<16} {'compiled':>8} {'batch':>5} {'tok/s':>10} {'vs bf16':>8} {'target':>8}")
+    def setting(row: dict) -> tuple:
+        return row["batch"], row["compiled"], row["attention"], row["dependent_launch"]
+
+    base = {setting(row): row["tokens_per_s"] for row in rows if row["scheme"] == "bf16"}
+    print(f"\n{'scheme':<16} {'attention':<16} {'compiled':>8} {'dependent':>9} {'batch':>5} {'tok/s':>10} "
+          f"{'vs bf16':>8} {'target':>8}")
     for row in rows:
-        row["speedup_vs_bf16"] = row["tokens_per_s"] / base[row["batch"], row["compiled"], row["attention"]]
+        row["speedup_vs_bf16"] = row["tokens_per_s"] / base[setting(row)]
         target = TARGET_SPEEDUP_BATCH1 if row["scheme"].startswith("w4a16") and row["batch"] == 1 else None
         row["target_speedup"] = target
-        print(f"{row['scheme']:<16} {row['attention']:<16} {'yes' if row['compiled'] else 'no':>8} {row['batch']:>5} "
+        print(f"{row['scheme']:<16} {row['attention']:<16} {'yes' if row['compiled'] else 'no':>8} "
+              f"{'yes' if row['dependent_launch'] else 'no':>9} {row['batch']:>5} "
               f"{row['tokens_per_s']:>10.1f} {row['speedup_vs_bf16']:>7.2f}x {(f'{target}x' if target else '-'):>8}")
     result = {
         "benchmark": "decode_speed",
@@ -193,7 +209,7 @@ def main() -> None:
                     "KV cache, one CUDA graph per decode step, the steps alone timed (each repeat's prefill is not), "
                     "median of 5 with the fastest and slowest kept; the step eager and/or torch.compile'd whole "
                     "(lm_head bf16 in every scheme); speedups are against bf16 run the same way, with the same "
-                    "attention",
+                    "attention and dependent launch setting",
         "rows": rows,
     }
     args.out.mkdir(parents=True, exist_ok=True)

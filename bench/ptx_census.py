@@ -21,7 +21,7 @@ import json
 import re
 import subprocess
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import triton
@@ -48,6 +48,8 @@ PTX_PATTERNS = {
     "cp_async": r"\bcp\.async\.(?:ca|cg)\b",
     "cvt": r"\bcvt\.",
     "shfl": r"\bshfl\.sync",
+    "gdc_wait": r"\bgriddepcontrol\.wait",  # dependent launch (kernels/dependent_launch.py)
+    "gdc_launch": r"\bgriddepcontrol\.launch_dependents",
 }
 
 
@@ -62,6 +64,7 @@ class Census:
     loop_instructions_per_weight: float  # ... per weight a thread consumes in one trip of that loop
     spill_stores: int  # STL in the SASS: registers spilled to local memory
     registers: int | None  # per thread (with the warps, what bounds how many programs share an SM)
+    loads_before_wait: int | None  # global loads issued before waiting on the previous kernel (None: no wait)
 
 
 @dataclass
@@ -125,7 +128,8 @@ def _specs() -> dict[str, KernelSpec]:
         config = kernel_config(group, head_dim)
         warps = config.pop("num_warps")
         return KernelSpec(_decode_attention_kernel, attention_pointers, attention_integers,
-                          {**config, "HAS_MASK": True, "UPCAST": False}, warps, 3, config["BLOCK_N"] * head_dim * 2)
+                          {**config, "HAS_MASK": True, "UPCAST": False, "DEPENDENT": True}, warps, 3,
+                          config["BLOCK_N"] * head_dim * 2)
 
     return {
         "decode-attention": attention(4, 128),  # Llama-3 8B and 70B's heads: 4 (8) query heads per KV head
@@ -137,10 +141,10 @@ def _specs() -> dict[str, KernelSpec]:
         "w4a16-fp16-zero": w4a16(16, 256, 4, 4, fp16=True),
         "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers,
                                  {**w4a16_flags, "GATED": False, "PAIRED": True, "X_MASKED": False, "BLOCK_N": 64,
-                                  "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0}, 2, 3, 64 * 64),
+                                  "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0, "DEPENDENT": True}, 2, 3, 64 * 64),
         "w4a16-strip": KernelSpec(_w4a16_strip_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers,
                                   {**w4a16_flags, "GATED": False, "PAIRED": True, "X_MASKED": False,
-                                   "PAIR_MASKED": False, "PAIRS": 128, "SEG": 32, "SPLIT_K": 32},
+                                   "PAIR_MASKED": False, "PAIRS": 128, "SEG": 32, "SPLIT_K": 32, "DEPENDENT": True},
                                   1, 3, 128 * 8 * 32),
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
@@ -159,8 +163,13 @@ def _specs() -> dict[str, KernelSpec]:
 
 
 def census(name: str, spec: KernelSpec, arch: int) -> Census:
-    """Compile `spec` for sm_`arch` (no GPU involved) and count its PTX."""
+    """Compile `spec` for sm_`arch` (no GPU involved) and count its PTX. Kernels that can launch dependent on
+    their predecessor do so where the architecture has it (Hopper on)."""
     fn = spec.fn
+    constants = {**spec.constants}
+    if "DEPENDENT" in constants:
+        constants["DEPENDENT"] = arch >= 90
+    spec = replace(spec, constants=constants)
     signature = {**spec.pointers, **dict.fromkeys(spec.integers, "i32"), **dict.fromkeys(spec.constants, "constexpr")}
     aligned = [*(argument for argument, kind in spec.pointers.items() if kind.startswith("*")),
                *(argument for argument in spec.integers if argument != "M")]
@@ -182,7 +191,15 @@ def census(name: str, spec: KernelSpec, arch: int) -> Census:
                   loop_instructions=loop,
                   loop_instructions_per_weight=round(loop * 32 * spec.num_warps / spec.weights_per_trip, 2),
                   spill_stores=len(re.findall(r"\bSTL\b", compiled.asm["sass"])),
-                  registers=registers(compiled.asm["cubin"]))
+                  registers=registers(compiled.asm["cubin"]),
+                  loads_before_wait=loads_before_wait(ptx))
+
+
+def loads_before_wait(ptx: str) -> int | None:
+    """Global loads in the PTX before its first griddepcontrol.wait: what a dependent launch reads while the
+    previous kernel may still be running (None where the kernel does not wait)."""
+    head, found, _ = ptx.partition("griddepcontrol.wait")
+    return len(re.findall(r"\bld\.global", head)) if found else None
 
 
 def registers(cubin: bytes) -> int | None:
@@ -225,12 +242,13 @@ def main(argv: list[str] | None = None) -> list[Census]:
         parser.error(f"unknown kernels {unknown}; known: {', '.join(specs)}")
     rows = [census(name, specs[name], args.arch) for name in args.kernels.split(",")]
     print(f"{'kernel':<16} {'smem B':>7} {'A in regs':>9} " + " ".join(f"{key:>9}" for key in PTX_PATTERNS)
-          + f" {'loop SASS':>9} {'per weight':>10} {'spills':>6} {'regs':>5}")
+          + f" {'loop SASS':>9} {'per weight':>10} {'spills':>6} {'regs':>5} {'ld<wait':>7}")
     for row in rows:
         print(f"{row.kernel:<16} {row.shared_bytes:>7} {'yes' if row.mma_a_in_registers else 'no':>9} "
               + " ".join(f"{row.counts[key]:>9}" for key in PTX_PATTERNS)
               + f" {row.loop_instructions:>9} {row.loop_instructions_per_weight:>10} {row.spill_stores:>6}"
-              + f" {row.registers if row.registers is not None else '-':>5}")
+              + f" {row.registers if row.registers is not None else '-':>5}"
+              + f" {row.loads_before_wait if row.loads_before_wait is not None else '-':>7}")
     date = datetime.date.today().isoformat()
     result = {"benchmark": "ptx_census", "date": date, "arch": f"sm_{args.arch}", "triton": triton.__version__,
               "rows": [asdict(row) for row in rows]}

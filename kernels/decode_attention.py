@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.split_k import split_k_workspace
 from kernels.triton_support import interpreted, require_triton, triton
 
@@ -44,11 +45,13 @@ if triton is not None:
         GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr,
         BLOCK_N: tl.constexpr, BLOCK_HEADS: tl.constexpr, MERGE: tl.constexpr, HAS_MASK: tl.constexpr,
         UPCAST: tl.constexpr,
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """Program (sequence x KV head, slice). Scores are kept in base 2 (scale_log2 = scale / ln 2). With one
         slice the program writes the output; with more it writes its normalized partial and log-sum-exp to
         `partial_ptr`/`lse_ptr`, and the last to arrive on the head's counter merges them and zeroes the counter
         again. A row with no allowed position gets zeros."""
+        allow_next_launch(DEPENDENT)
         pid = tl.program_id(0)
         part = tl.program_id(1)
         b = pid // kv_heads
@@ -58,6 +61,7 @@ if triton is not None:
         head_ok = g < GROUP
         d_ok = d < HEAD_DIM
         heads = kv_head * GROUP + g
+        wait_for_previous(DEPENDENT)
         q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :] * stride_qd,
                     mask=head_ok[:, None] & d_ok[None, :], other=0.0)
         if UPCAST:  # the interpreter's half-precision dots are checked in fp32
@@ -219,7 +223,7 @@ def decode_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
         kv_heads, length, per_slice, slices, scale / math.log(2),
         query.stride(0), query.stride(1), query.stride(3), *key.stride(), *value.stride(), *mask_strides,
         out.stride(0), out.stride(2), out.stride(3),
-        HAS_MASK=mask is not None, UPCAST=interpreted(), **config,
+        HAS_MASK=mask is not None, UPCAST=interpreted(), **config, **launch_options(query.device),
     )
     return out
 

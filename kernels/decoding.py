@@ -10,7 +10,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+import torch._inductor.config as inductor_config
 from transformers import PreTrainedModel, StaticCache
+
+from kernels.dependent_launch import dependent_launch
 
 
 @dataclass
@@ -61,10 +64,14 @@ def compiled_step(model: PreTrainedModel) -> Callable[..., tuple[torch.Tensor, t
     """decode_step under torch.compile for one decode step's fixed shapes: the whole step, every layer, becomes
     one graph whose norms, rotary embedding, residual adds and activations inductor fuses (eager, they are tens
     of small kernels per layer and take as long as an 8B model's weight traffic). Shrinkray's kernels are
-    registered operators (kernels/ops.py), so they sit in the graph as opaque calls."""
+    registered operators (kernels/ops.py), so they sit in the graph as opaque calls. Where Shrinkray's kernels
+    launch dependent on their predecessors (kernels/dependent_launch.py), inductor's kernels are generated to do
+    the same, so that every kernel boundary of the step overlaps."""
     # one compiled variant per batch size and Linear module type: the default limit of 8 is too few
     torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    return torch.compile(decode_step(model), dynamic=False)
+    device = next(model.parameters()).device
+    overlap = dependent_launch(device) and hasattr(inductor_config.triton, "enable_pdl")
+    return torch.compile(decode_step(model), dynamic=False, options={"triton.enable_pdl": True} if overlap else None)
 
 
 def _static_cache(model: PreTrainedModel, batch: int, length: int) -> StaticCache:

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.gated import silu_times
 from kernels.int4_layout import QUAD_BLOCK
 from kernels.split_k import store_split_k
@@ -198,6 +199,7 @@ if triton is not None:
         PAIRED: tl.constexpr,  # scales (and zero points) group-major with N even: read per column pair
         X_MASKED: tl.constexpr,  # some step reaches past K (see _x_masked)
         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr, STAGES: tl.constexpr,
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """One input row per program row. The quad layout is read as int32 words [K' / 4, N' / 2], each holding
         four codes of output column 2p (low half) and four of column 2p + 1 (high half); a step takes
@@ -217,6 +219,7 @@ if triton is not None:
         last to arrive writes the tile out in the output dtype and zeroes its workspace and counter again, so
         no memset or conversion kernel is needed around the call (at decode sizes each costs as much as the
         matmul)."""
+        allow_next_launch(DEPENDENT)
         ROWS: tl.constexpr = BLOCK_K // 4
         PAIRS: tl.constexpr = BLOCK_N // 2
         row = tl.program_id(0)
@@ -230,6 +233,7 @@ if triton is not None:
         word_rows = tl.program_id(2) * ROWS + tl.arange(0, ROWS)
         ks = (word_rows // 32) * 128 + word_rows % 32  # input column of each word row's nibble 0
         steps = tl.cdiv(rows_total - tl.program_id(2) * ROWS, STEP)
+        wait_for_previous(DEPENDENT)
         if STAGES == 0:
             packed = tl.load(packed_ptr + word_rows[:, None] * stride_pk + pairs[None, :],
                              mask=(word_rows < rows_total)[:, None] & pair_ok[None, :], other=0)
@@ -312,6 +316,7 @@ def run_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: dict, p
     def grid(meta: dict) -> tuple[int, int, int]:
         return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
+    flags = {**flags, **launch_options(packed.device)}
     if pinned is None:
         _w4a16_gemv_autotuned[grid](*args, m, n, k, *strides, **flags)
     else:

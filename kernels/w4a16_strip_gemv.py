@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.triton_support import triton
 from kernels.tuning import autotune
 from kernels.w4a16_gemv import load_pair_scales, scales_paired, store_pair_columns
@@ -111,6 +112,7 @@ if triton is not None:
         X_MASKED: tl.constexpr,  # K is ragged: the last quad block reaches past it
         PAIR_MASKED: tl.constexpr,  # the last strip reaches past the words of a row
         PAIRS: tl.constexpr, SEG: tl.constexpr, SPLIT_K: tl.constexpr,
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """One input row per program row. The quad layout is read as int32 words [K' / 4, N' / 2], each holding
         four codes of output column 2p (low half) and four of column 2p + 1 (high half). K is cut into units of
@@ -120,6 +122,7 @@ if triton is not None:
         The row stride is a run-time argument. As a constant it let every row's load take an immediate offset
         (2.55 SASS instructions per code against 2.63) but compiled every config again for each output width: on
         an H200 13-15 s per new width in a fresh worker, for times within 1.5% at each shape's fastest config."""
+        allow_next_launch(DEPENDENT)
         row = tl.program_id(0)
         pairs = tl.program_id(1) * PAIRS + tl.arange(0, PAIRS)
         pair_ok = pairs < stride_pk
@@ -130,6 +133,7 @@ if triton is not None:
         unit_cols = 32 * (lanes // SEG) + lanes % SEG  # a unit's input columns past b * 128 + r0, nibble-major
         lane_sets = lanes // (SEG * GROUP_NIBBLES)
         UNITS_PER_BLOCK: tl.constexpr = 32 // SEG
+        wait_for_previous(DEPENDENT)
         for unit in range(tl.program_id(2), tl.cdiv(K, 128) * UNITS_PER_BLOCK, SPLIT_K):
             b = unit // UNITS_PER_BLOCK
             r0 = (unit % UNITS_PER_BLOCK) * SEG
@@ -191,7 +195,8 @@ def run_strip_gemv(args: tuple, m: int, n: int, k: int, strides: tuple, flags: d
     packed = args[1].view(torch.int32)
     args = (args[0], packed, *args[2:])
     scale, zero = args[2], args[3]
-    flags = {**flags, "X_MASKED": k % 128 != 0, "PAIRED": scales_paired(n, scale, zero if flags["HAS_ZERO"] else None)}
+    flags = {**flags, "X_MASKED": k % 128 != 0, "PAIRED": scales_paired(n, scale, zero if flags["HAS_ZERO"] else None),
+             **launch_options(packed.device)}
     strides = (strides[0], packed.stride(0), *strides[2:])
 
     def grid(meta: dict) -> tuple[int, int, int]:
