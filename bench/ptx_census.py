@@ -128,7 +128,7 @@ def _specs() -> dict[str, KernelSpec]:
         config = kernel_config(group, head_dim)
         warps = config.pop("num_warps")
         return KernelSpec(_decode_attention_kernel, attention_pointers, attention_integers,
-                          {**config, "HAS_MASK": True, "UPCAST": False, "DEPENDENT": True}, warps, 3,
+                          {**config, "HAS_MASK": True, "UPCAST": False}, warps, 3,
                           config["BLOCK_N"] * head_dim * 2)
 
     return {
@@ -141,10 +141,10 @@ def _specs() -> dict[str, KernelSpec]:
         "w4a16-fp16-zero": w4a16(16, 256, 4, 4, fp16=True),
         "w4a16-gemv": KernelSpec(_w4a16_gemv_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers,
                                  {**w4a16_flags, "GATED": False, "PAIRED": True, "X_MASKED": False, "BLOCK_N": 64,
-                                  "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0, "DEPENDENT": True}, 2, 3, 64 * 64),
+                                  "BLOCK_K": 64, "SPLIT_K": 16, "STAGES": 0}, 2, 3, 64 * 64),
         "w4a16-strip": KernelSpec(_w4a16_strip_kernel, {**w4a16_pointers, "packed_ptr": "*i32"}, tile_integers,
                                   {**w4a16_flags, "GATED": False, "PAIRED": True, "X_MASKED": False,
-                                   "PAIR_MASKED": False, "PAIRS": 128, "SEG": 32, "SPLIT_K": 32, "DEPENDENT": True},
+                                   "PAIR_MASKED": False, "PAIRS": 128, "SEG": 32, "SPLIT_K": 32},
                                   1, 3, 128 * 8 * 32),
         "w8a8-int8": w8a8("i8"),
         "w8a8-fp8": w8a8("fp8e4nv"),
@@ -166,10 +166,8 @@ def census(name: str, spec: KernelSpec, arch: int) -> Census:
     """Compile `spec` for sm_`arch` (no GPU involved) and count its PTX. Kernels that can launch dependent on
     their predecessor do so where the architecture has it (Hopper on)."""
     fn = spec.fn
-    constants = {**spec.constants}
-    if "DEPENDENT" in constants:
-        constants["DEPENDENT"] = arch >= 90
-    spec = replace(spec, constants=constants)
+    if "DEPENDENT" in fn.arg_names:
+        spec = replace(spec, constants={**spec.constants, "DEPENDENT": arch >= 90})
     signature = {**spec.pointers, **dict.fromkeys(spec.integers, "i32"), **dict.fromkeys(spec.constants, "constexpr")}
     aligned = [*(argument for argument, kind in spec.pointers.items() if kind.startswith("*")),
                *(argument for argument in spec.integers if argument != "M")]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.triton_support import interpreted, require_triton, triton
 
 if triton is not None:
@@ -44,9 +45,12 @@ if triton is not None:
     def _quantize_per_token_kernel(
         x_ptr, q_ptr, scale_ptr, K, stride_xm, stride_qm,
         CODE_MAX: tl.constexpr, TO_INT8: tl.constexpr, BLOCK_K: tl.constexpr, ONE_PASS: tl.constexpr,
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """One program per row. A row that fits in one block is read once with every load in flight (a decode
         step's single row otherwise waits on one dependent load after another); longer rows are read twice."""
+        allow_next_launch(DEPENDENT)
+        wait_for_previous(DEPENDENT)
         row = tl.program_id(0)
         if ONE_PASS:
             ks = tl.arange(0, BLOCK_K)
@@ -94,7 +98,8 @@ def quantize_per_token(
     staged = torch.empty(m, k, device=x.device) if interpreted() and dtype != torch.int8 else codes
     _quantize_per_token_kernel[(m,)](x, staged, scales, k, x.stride(0), staged.stride(0),
                                      CODE_MAX=CODE_MAX[dtype], TO_INT8=dtype == torch.int8, BLOCK_K=block,
-                                     ONE_PASS=one_pass, num_warps=max(4, min(16, block // 1024)))
+                                     ONE_PASS=one_pass, num_warps=max(4, min(16, block // 1024)),
+                                     **launch_options(x.device))
     if staged is not codes:
         codes.copy_(staged)
     return codes, scales

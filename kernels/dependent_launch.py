@@ -1,8 +1,8 @@
-"""Programmatic dependent launch (Hopper and later): a decode kernel is launched while the kernel before it in
-the stream is still finishing, and waits on the grid dependency before its first memory access. In a CUDA-graph
-decode step the kernels are a few microseconds each, and the launch (and the address arithmetic before the wait)
-then overlaps the previous kernel instead of following it. The kernels let their own successor launch as they
-start: it waits in turn.
+"""Programmatic dependent launch (Hopper and later): every Shrinkray kernel is launched while the kernel before
+it in the stream is still finishing, and waits on the grid dependency before its first memory access. In a
+CUDA-graph decode step the kernels are a few microseconds each, and the launch (and the address arithmetic
+before the wait) then overlaps the previous kernel instead of following it. The kernels let their own successor
+launch as they start: it waits in turn.
 
 A kernel launched this way reads and writes memory only after `wait_for_previous`: past it, every grid before it
 in the stream has finished and its writes are visible (Hopper's griddepcontrol.wait waits for all prerequisite

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.sparse24_gemv import GEMV_CANDIDATE_ROWS, run_sparse24_gemv
 from kernels.sparse24_layout import PAIR_BLOCK, decompress_24, pair_layout_rows
 from kernels.split_k import split_k_workspace, store_split_k
@@ -45,6 +46,7 @@ if triton is not None:
         M_BUCKET, INT4: tl.constexpr, GROUP_SIZE: tl.constexpr, HAS_BIAS: tl.constexpr,
         K_RAGGED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
         UPCAST: tl.constexpr,  # Triton's interpreter mishandles half-precision dots: it checks the logic in fp32
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """Computes the tile transposed, (W x^T)^T, like the W4A16 kernel: the rebuilt weights are the MMA's
         first operand, which Hopper reads from registers. Per half block (16 groups, 64 input columns) one load of
@@ -52,6 +54,8 @@ if triton is not None:
         position is p, the second where its second is p, else zero, against x's columns 64·h + 4·q + p. Nothing
         between the loads and the MMA may depend on a position along K (an arange), or Triton stages the rebuilt
         tile through shared memory: hence halves, whose nibble shift is a constant."""
+        allow_next_launch(DEPENDENT)
+        wait_for_previous(DEPENDENT)
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tiles_n = tl.cdiv(N, BLOCK_N)
@@ -182,7 +186,7 @@ def sparse24_matmul(
     args = (x, words, positions, scale_arg, bias if bias is not None else scale_arg, target, sums, arrivals, m, n, k,
             x.stride(0), words.stride(0), positions.stride(0), *(scale.stride() if int4 else (0, 0)), target.stride(0))
     flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "INT4": int4, "GROUP_SIZE": group_size or 32,
-             "HAS_BIAS": bias is not None, "K_RAGGED": k % PAIR_BLOCK != 0}
+             "HAS_BIAS": bias is not None, "K_RAGGED": k % PAIR_BLOCK != 0, **launch_options(x.device)}
     if config is None and x.is_cuda:
         def tile() -> None:
             _sparse24_autotuned[grid](*args, **flags, UPCAST=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.split_k import store_split_k
 from kernels.triton_support import triton
 from kernels.tuning import autotune
@@ -32,12 +33,15 @@ if triton is not None:
         INT4: tl.constexpr, GROUP_SIZE: tl.constexpr,  # int4 codes (+8, two per byte) with one scale per group
         MASKED: tl.constexpr,  # some step reaches past the last group: loads under masks
         BLOCK_N: tl.constexpr, BLOCK_G: tl.constexpr, SPLIT_K: tl.constexpr,
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """One input row per program row, BLOCK_N output columns, BLOCK_G groups of four input columns per step.
         In the pair layout (kernels/sparse24_layout.py) word row g holds group g, input columns 4g .. 4g + 3, and
         its positions are nibble (g // 16) % 2 of byte row 16 (g // 32) + g % 16. The per-group sums stay apart
         until the loop ends (no reduction across threads inside it). Int4 codes are scaled per group of four (a
         scale group holds whole groups of four). Split-K in one launch, as the W4A16 GEMV."""
+        allow_next_launch(DEPENDENT)
+        wait_for_previous(DEPENDENT)
         row = tl.program_id(0)
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < N
@@ -123,7 +127,7 @@ def run_sparse24_gemv(x: torch.Tensor, words: torch.Tensor, positions: torch.Ten
     args = (x, words, positions, scale_arg, bias if bias is not None else out, out, sums, arrivals, m, n, k,
             x.stride(0), words.stride(0), positions.stride(0), *(scale.stride() if int4 else (0, 0)), out.stride(0))
     flags = {"HAS_BIAS": bias is not None, "FP16": x.dtype == torch.float16, "INT4": int4,
-             "GROUP_SIZE": group_size if int4 else 32}
+             "GROUP_SIZE": group_size if int4 else 32, **launch_options(x.device)}
 
     def grid(meta: dict) -> tuple[int, int, int]:
         return (m, triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])

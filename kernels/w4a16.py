@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.gated import gate_pairs, gate_pairs_reference
 from kernels.int4_layout import QUAD_BLOCK, dequantize_int4, group_nibbles, kernel_layout_shape
 from kernels.split_k import split_k_workspace, store_split_k
@@ -81,6 +82,7 @@ if triton is not None:
         HAS_ZERO: tl.constexpr, HAS_BIAS: tl.constexpr, FP16: tl.constexpr,
         K_RAGGED: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_K: tl.constexpr,
         UPCAST: tl.constexpr,  # Triton's interpreter: no inline assembly, and half-precision dots mishandled
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """Computes the tile transposed, (W x^T)^T: the dequantized weight is the MMA's first operand, which
         Hopper's MMA reads from registers, and a short M is the instruction's narrow side. Each quad-layout row
@@ -92,6 +94,8 @@ if triton is not None:
         scales each group's partial product once, in fp32: BLOCK_M multiplies per column and group instead of one
         per weight. At equal counts (64 rows, group 128) it still ran faster on an H200 (28672 x 8192, M=64, 64 x
         128 tile: 79.0 against 117.9 us), and longer tiles were slower that way (128 rows: 156.7 against 129.5)."""
+        allow_next_launch(DEPENDENT)
+        wait_for_previous(DEPENDENT)
         SCALE_AFTER: tl.constexpr = BLOCK_M <= 16 * GROUP_NIBBLES
         pid = tl.program_id(0)
         split = tl.program_id(1)
@@ -284,7 +288,7 @@ def w4a16_matmul(
         return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"])
 
     tile_flags = {**flags, "M_BUCKET": max(16, triton.next_power_of_2(m)), "FP16": x.dtype == torch.float16,
-                  "K_RAGGED": k % QUAD_BLOCK != 0}
+                  "K_RAGGED": k % QUAD_BLOCK != 0, **launch_options(x.device)}
     if config is not None or not x.is_cuda:
         pinned = {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_K": 1, **pinned}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.int4_layout import QUAD_BLOCK
 from kernels.triton_support import triton
 
@@ -17,9 +18,12 @@ if triton is not None:
     def _dequantize_kernel(
         packed_ptr, scale_ptr, zero_ptr, out_ptr, N, K, stride_pk, stride_sn, stride_sg, stride_zn, stride_zg,
         GROUP_SIZE: tl.constexpr, HAS_ZERO: tl.constexpr, BLOCK_N: tl.constexpr,
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """One quad-layout row block (128 input columns) of BLOCK_N output columns per program, written as [K, N]
         rows whole along N."""
+        allow_next_launch(DEPENDENT)
+        wait_for_previous(DEPENDENT)
         quads = tl.arange(0, 32)
         cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < N
@@ -48,5 +52,5 @@ def dequantize_to_kn(packed: torch.Tensor, scale: torch.Tensor, group_size: int,
     zero = zero_point if zero_point is not None else scale
     _dequantize_kernel[(triton.cdiv(k, QUAD_BLOCK), triton.cdiv(n, 128))](
         packed, scale, zero, out, n, k, packed.stride(0), *scale.stride(), *zero.stride(), GROUP_SIZE=group_size,
-        HAS_ZERO=zero_point is not None, BLOCK_N=128, num_warps=4)
+        HAS_ZERO=zero_point is not None, BLOCK_N=128, num_warps=4, **launch_options(packed.device))
     return out

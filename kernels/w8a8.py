@@ -15,6 +15,7 @@ import functools
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, require_triton, triton
 from kernels.tuning import autotune, second_is_faster
@@ -66,10 +67,13 @@ if triton is not None:
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr,
         GROUP_M: tl.constexpr,
         SWAP_AB: tl.constexpr = False,  # weight-only: the tile computed transposed (see below)
+        DEPENDENT: tl.constexpr = False,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """x · Wᵀ tile by tile. With SWAP_AB (weight-only) the tile is computed transposed, (W xᵀ)ᵀ, as the W4A16
         kernel does: the widened weight tile is then the MMA's first operand, which Hopper reads from registers,
         where as the second it went through shared memory on every step; and a short M is the narrow side."""
+        allow_next_launch(DEPENDENT)
+        wait_for_previous(DEPENDENT)
         pid = tl.program_id(0)
         split = tl.program_id(1)
         tile_m, tile_n = tile_position(pid, tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
@@ -249,7 +253,7 @@ def _pointer_matmul(
     args = (x, x_scale if x_scale is not None else w_scale, weight, w_scale, bias if bias is not None else w_scale,
             target, sums, arrivals, m, n, k, x.stride(0), weight.stride(0), target.stride(0))
     flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "HAS_X_SCALE": quantized_x,
-             "HAS_BIAS": bias is not None}
+             "HAS_BIAS": bias is not None, **launch_options(x.device)}
     if config is None and x.is_cuda:
         (_scaled_matmul_autotuned if quantized_x else _weight_only_autotuned)[grid](*args, **flags, UPCAST=False)
     else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.split_k import split_k_workspace, store_split_k
 from kernels.triton_support import interpreted, triton
 from kernels.tuning import autotune
@@ -47,9 +48,12 @@ if triton is not None:
         M_BUCKET, INT8: tl.constexpr, HAS_BIAS: tl.constexpr, UPCAST: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
         SPLIT_K: tl.constexpr,
+        DEPENDENT: tl.constexpr,  # launched dependent on the previous kernel (kernels/dependent_launch.py)
     ):
         """Work unit u is K slice u % SPLIT_K of tile u // SPLIT_K: a narrow output (N = 4096) has too few tiles
         to fill the SMs, and its slices meet in the split-K workspace (kernels/split_k.py)."""
+        allow_next_launch(DEPENDENT)
+        wait_for_previous(DEPENDENT)
         tiles_m = tl.cdiv(M, BLOCK_M)
         tiles_n = tl.cdiv(N, BLOCK_N)
         steps = tl.cdiv(K, BLOCK_K)
@@ -134,7 +138,7 @@ def scaled_matmul_tma(
     args = (x_desc, w_desc, x_scale, w_scale, bias if bias is not None else w_scale, out, sums, arrivals,
             m, n, k, out.stride(0))
     flags = {"M_BUCKET": max(16, triton.next_power_of_2(m)), "INT8": weight.dtype == torch.int8,
-             "HAS_BIAS": bias is not None}
+             "HAS_BIAS": bias is not None, **launch_options(x.device)}
     if config is None:
         _scaled_matmul_tma_autotuned[grid](*args, **flags, UPCAST=False)
     else:
