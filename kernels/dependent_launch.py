@@ -54,7 +54,8 @@ def set_dependent_launch(enabled: bool) -> None:
 
 @functools.cache
 def _hardware_supports(device: torch.device) -> bool:
-    return torch.cuda.get_device_capability(device)[0] >= 9
+    """NVIDIA Hopper or later (ROCm builds report their GPUs as "cuda" devices too, with other capabilities)."""
+    return torch.version.hip is None and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def dependent_launch(device: torch.device) -> bool:
