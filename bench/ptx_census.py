@@ -128,8 +128,7 @@ def _specs() -> dict[str, KernelSpec]:
         config = kernel_config(group, head_dim)
         warps = config.pop("num_warps")
         return KernelSpec(_decode_attention_kernel, attention_pointers, attention_integers,
-                          {**config, "HAS_MASK": True, "UPCAST": False}, warps, 3,
-                          config["BLOCK_N"] * head_dim * 2)
+                          {**config, "HAS_MASK": True, "UPCAST": False}, warps, 3, config["BLOCK_N"] * head_dim * 2)
 
     return {
         "decode-attention": attention(4, 128),  # Llama-3 8B and 70B's heads: 4 (8) query heads per KV head
