@@ -228,11 +228,16 @@ def test_a_kernel_that_disagrees_on_the_device_leaves_the_model_on_sdpa(
 
 
 def test_models_off_sdpa_keep_their_attention(tmp_path: Path) -> None:
-    """Gemma 2's soft-capped attention runs eagerly in transformers (SDPA cannot compute it): it stays so."""
-    model, _ = load_model(build_random_model(tmp_path / "gemma2", "gemma2", 1), dtype=torch.bfloat16)
-    assert model.config._attn_implementation == "eager"
+    """A model on another backend (eager, as transformers picks for attention SDPA cannot compute, or as its user
+    chose) stays on it: the switch never takes a model off an attention it was not built for. Which models
+    transformers itself puts on eager varies between its versions (Gemma 2 was, up to 5.17), so the model is
+    put there here."""
+    model, _ = load_model(build_random_model(tmp_path / "llama", "llama", 1), dtype=torch.bfloat16)
+    model.set_attn_implementation("eager")
     assert not use_decode_attention(model)
     assert model.config._attn_implementation == "eager"
+    model.set_attn_implementation("sdpa")  # the same model on SDPA is switched: the backend decided
+    assert use_decode_attention(model) and model.config._attn_implementation == DECODE_ATTENTION
 
 
 def test_a_compiled_step_runs_the_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
