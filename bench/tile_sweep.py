@@ -8,6 +8,11 @@ whole field, which is how the config lists in kernels/ were chosen and how to re
     python bench/tile_sweep.py --kernel w4a16-gemv --shapes 4096x4096,4096x28672 --ms 1
     python bench/tile_sweep.py --kernel w4a16-strip --shapes 4096x28672,14336x4096 --ms 1
 
+`--timing chained` times each config the way a compiled decode step runs it instead: calls on COPIES distinct
+weights in turn (so that L2 holds none of them) captured back to back in one CUDA graph, each launched dependent on
+the one before (kernels/dependent_launch.py), so the launch overlaps and what is left is the kernel's own time from
+its predecessor's end to its own, the split-K tail included.
+
 `--configs` takes configs separated by ';', each comma-separated key=value pairs of the kernel's pinned config
 (tile constexprs, num_warps, num_stages); unnamed tile keys default as the kernel's pinned path defaults them.
 """
@@ -29,7 +34,13 @@ from kernels.int4_layout import pack_kernel_layout
 from kernels.tuning import cold_time_ms
 
 GROUP = 128
+COPIES = 8  # weights of distinct layers in a chained timing: 8 of 4096 x 4096 in int4 exceed an H200's L2
+CYCLES = 4  # times a chained graph walks the copies (its first call, which follows no kernel, is 1 in 32)
 KERNELS = ("w4a16", "w4a16-gemv", "w4a16-strip", "w8a8-int8")
+TIMINGS = {"cold": "cold_time_ms: CUDA graph replay, L2 evicted before every call",
+           "chained": f"chained_time_ms: {COPIES * CYCLES} calls, {COPIES} distinct weights in turn, back to back in "
+                      "one CUDA graph, each launched dependent on the one before where the GPU has it; the bf16 column "
+                      "stays cold"}
 DECODE_KERNELS = {"w4a16-gemv": ("GEMV", "_GEMV_CONFIGS", w4a16_gemv),  # pinned flag, autotuner list, module
                   "w4a16-strip": ("STRIP", "_STRIP_CONFIGS", w4a16_strip_gemv)}
 
@@ -95,19 +106,48 @@ def _case(kernel: str, k: int, n: int, m: int) -> Case:
                 torch.randn(n, k, device="cuda", dtype=torch.bfloat16), expected, out)
 
 
-def sweep(kernel: str, k: int, n: int, m: int, given: list[dict] | None) -> dict:
+def chained_time_ms(calls: list[Callable[[], object]], replays: int = 30) -> float:
+    """GPU milliseconds per call of `calls` replayed back to back from one CUDA graph (median of `replays`); each
+    is run once eagerly first, which compiles it."""
+    for call in calls:
+        call()
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for call in calls:
+            call()
+    graph.replay()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / len(calls))
+    return sorted(times)[len(times) // 2]
+
+
+def sweep(kernel: str, k: int, n: int, m: int, given: list[dict] | None, chained: bool) -> dict:
     run, x, weight, expected, out = _case(kernel, k, n, m)
+    copies = [run, *(_case(kernel, k, n, m).run for _ in range(COPIES - 1))] if chained else [run]
+
+    def timed(config: dict | None) -> float:
+        if chained:
+            return chained_time_ms([lambda run=run: run(config) for run in copies] * CYCLES)
+        return cold_time_ms(lambda: run(config))
+
     bf16_out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
     row = {"K": k, "N": n, "M": m,
            "bf16_us": cold_time_ms(lambda: torch.matmul(x, weight.T, out=bf16_out)) * 1e3,
-           "product_us": cold_time_ms(lambda: run(None)) * 1e3, "configs": []}
+           "product_us": timed(None) * 1e3, "configs": []}
     for config in given if given is not None else product_configs(kernel, m):
         entry: dict = {"config": config}
         try:
             out.fill_(float("nan"))  # a config that leaves tiles unwritten must not inherit the last one's result
             got = run(config).float()
             entry["relative_error"] = ((got - expected).norm() / expected.norm()).item()
-            entry["us"] = cold_time_ms(lambda config=config: run(config)) * 1e3
+            entry["us"] = timed(config) * 1e3
         except Exception as error:  # noqa: BLE001 - a config that fails to compile or launch is a result too
             entry["error"] = f"{type(error).__name__}: {error}"[:300]
             torch.cuda.synchronize()
@@ -127,6 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", default="8192x28672", help="KxN,...")
     parser.add_argument("--ms", default="16,64,256", help="row counts M,...")
     parser.add_argument("--configs", help="pinned configs to time instead of the autotuner's list (see above)")
+    parser.add_argument("--timing", choices=("cold", "chained"), default="cold",
+                        help="cold: each call alone with L2 evicted (the autotuners' measure); chained: see above")
     parser.add_argument("--top", type=int, default=8, help="configs printed per shape and M")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
@@ -143,11 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     result = {"benchmark": "tile_sweep", "kernel": args.kernel, "date": date,
               "device": torch.cuda.get_device_name(), "torch": torch.__version__, "triton": triton.__version__,
-              "timing": "cold_time_ms: CUDA graph replay, L2 evicted before every call", "rows": []}
+              "timing": TIMINGS[args.timing], "rows": []}
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"tile_sweep-{args.kernel}-{date[:10]}.json"
+    path = args.out / f"tile_sweep-{args.kernel}{'-chained' if args.timing == 'chained' else ''}-{date[:10]}.json"
     for (k, n), m in ((shape, m) for shape in shapes for m in ms):
-        row = sweep(args.kernel, k, n, m, given)
+        row = sweep(args.kernel, k, n, m, given, args.timing == "chained")
         result["rows"].append(row)
         path.write_text(json.dumps(result, indent=2))  # after every row: a killed run keeps what it measured
         print(f"{args.kernel} K={k} N={n} M={m}: cuBLAS bf16 {row['bf16_us']:.1f} us, product path "

@@ -17,7 +17,7 @@ import math
 import torch
 
 from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
-from kernels.split_k import split_k_workspace
+from kernels.split_k import count_in, reset_count, split_k_workspace
 from kernels.triton_support import interpreted, require_triton, triton
 
 if triton is not None:
@@ -103,8 +103,8 @@ if triton is not None:
             tl.store(partial_ptr + (rows[:, None] * slices + part) * BLOCK_D + d[None, :], result, mask=out_mask)
             tl.store(lse_ptr + rows * slices + part, tl.where(seen, best + tl.log2(tl.where(seen, total, 1.0)),
                                                               float("-inf")), mask=head_ok)
-            arrived = tl.atomic_add(arrivals_ptr + pid, 1)  # acq_rel: orders the partials before the count
-            if arrived == slices - 1:  # merge: the group's heads flattened with the head size, MERGE slices at once
+            # the last to arrive merges: the group's heads flattened with the head size, MERGE slices at once
+            if count_in(arrivals_ptr + pid) == slices - 1:
                 e = tl.arange(0, BLOCK_HEADS * BLOCK_D)
                 head_e, d_e = e // BLOCK_D, e % BLOCK_D
                 e_ok = (head_e < GROUP) & (d_e < HEAD_DIM)
@@ -130,7 +130,7 @@ if triton is not None:
                 merged = tl.where(merged_seen, merged / tl.where(merged_seen, merged_total, 1.0), 0.0)
                 tl.store(out_ptr + b * stride_ob + (kv_head * GROUP + head_e) * stride_oh + d_e * stride_od,
                          merged.to(out_ptr.dtype.element_ty), mask=e_ok)
-                tl.atomic_xchg(arrivals_ptr + pid, 0)
+                reset_count(arrivals_ptr + pid)
 
 
 def _block_bytes(block_g: int, block_n: int, block_d: int) -> int:

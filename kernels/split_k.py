@@ -34,6 +34,28 @@ def split_k_workspace(device: torch.device, sums: int, tiles: int) -> tuple[torc
 if triton is not None:
 
     @triton.jit
+    def add_to_workspace(sums_ptrs, values, mask):
+        """Adds a program's partial sums into the workspace, relaxed: nothing waits for them here. The count that
+        follows (count_in) orders them: as acq_rel adds, each waited on its own round trip to L2, one after the
+        other (four on the strip GEMV's tile), on the kernel's critical path."""
+        tl.atomic_add(sums_ptrs, values, mask=mask, sem="relaxed")
+
+    @triton.jit
+    def count_in(arrival_ptr):
+        """How many programs counted in on `arrival_ptr` before this one. The barrier puts every thread's writes
+        of this program before the count, whose release then orders them for the program that sees the count
+        (PTX's release is cumulative over what the barrier ordered before it: CUTLASS's split-K semaphore is
+        the same pattern); its acquire orders the reads that follow after every program counted before."""
+        tl.debug_barrier()
+        return tl.atomic_add(arrival_ptr, 1, sem="acq_rel")
+
+    @triton.jit
+    def reset_count(arrival_ptr):
+        """Zeroes a counter for the next launch, which only the end of this kernel has to order: relaxed, so the
+        last program does not wait a round trip for its own stores before it exits."""
+        tl.atomic_xchg(arrival_ptr, 0, sem="relaxed")
+
+    @triton.jit
     def store_split_k(acc, out_ptrs, sums_ptrs, mask, bias_ptrs, bias_mask, arrival_ptr,
                       HAS_BIAS: tl.constexpr, SPLIT_K: tl.constexpr):
         """Write a program's fp32 tile `acc` (+ bias) to the output, or with SPLIT_K > 1 add it to the workspace
@@ -44,12 +66,11 @@ if triton is not None:
                 acc += tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(tl.float32)
             tl.store(out_ptrs, acc.to(out_ptrs.dtype.element_ty), mask=mask)
         else:
-            tl.atomic_add(sums_ptrs, acc, mask=mask)
-            arrived = tl.atomic_add(arrival_ptr, 1)  # acq_rel: orders the sums before the count
-            if arrived == SPLIT_K - 1:
+            add_to_workspace(sums_ptrs, acc, mask)
+            if count_in(arrival_ptr) == SPLIT_K - 1:
                 total = tl.load(sums_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
                 if HAS_BIAS:
                     total += tl.load(bias_ptrs, mask=bias_mask, other=0.0).to(tl.float32)
                 tl.store(out_ptrs, total.to(out_ptrs.dtype.element_ty), mask=mask)
                 tl.store(sums_ptrs, tl.zeros_like(total), mask=mask)
-                tl.atomic_xchg(arrival_ptr, 0)
+                reset_count(arrival_ptr)

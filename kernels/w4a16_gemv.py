@@ -14,7 +14,7 @@ import torch
 from kernels.dependent_launch import allow_next_launch, launch_options, wait_for_previous
 from kernels.gated import silu_times
 from kernels.int4_layout import QUAD_BLOCK
-from kernels.split_k import store_split_k
+from kernels.split_k import add_to_workspace, count_in, reset_count, store_split_k
 from kernels.triton_support import triton
 from kernels.tuning import autotune
 
@@ -103,16 +103,15 @@ if triton is not None:
                 _store_gated(gate, up, pairs, pair_ok, out_ptrs, bias_ptr, HAS_BIAS)
             else:
                 gate_sums = sums_ptr + row * N + pairs
-                tl.atomic_add(gate_sums, gate, mask=pair_ok)
-                tl.atomic_add(gate_sums + N // 2, up, mask=pair_ok)
-                arrived = tl.atomic_add(arrival_ptr, 1)  # acq_rel: orders the sums before the count
-                if arrived == SPLIT_K - 1:
+                add_to_workspace(gate_sums, gate, pair_ok)
+                add_to_workspace(gate_sums + N // 2, up, pair_ok)
+                if count_in(arrival_ptr) == SPLIT_K - 1:
                     gate = tl.load(gate_sums, mask=pair_ok, other=0.0, cache_modifier=".cg")
                     up = tl.load(gate_sums + N // 2, mask=pair_ok, other=0.0, cache_modifier=".cg")
                     _store_gated(gate, up, pairs, pair_ok, out_ptrs, bias_ptr, HAS_BIAS)
                     tl.store(gate_sums, tl.zeros_like(gate), mask=pair_ok)
                     tl.store(gate_sums + N // 2, tl.zeros_like(up), mask=pair_ok)
-                    tl.atomic_xchg(arrival_ptr, 0)
+                    reset_count(arrival_ptr)
         else:
             parity = tl.arange(0, 2)[:, None]  # [2, pairs]: even columns in row 0, odd in row 1
             total = tl.where(parity == 0, even[None, :], odd[None, :]) * 2.0 ** 53

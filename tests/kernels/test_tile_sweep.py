@@ -62,6 +62,7 @@ def test_strip_gemv_sweeps_its_whole_autotuner_list() -> None:
     (["--ms", "0"], "positive"),
     (["--configs", "BLOCK_M=big"], "KEY=INTEGER"),
     (["--kernel", "nope"], "invalid choice"),
+    (["--timing", "warm"], "invalid choice"),
     ([], "CUDA GPU"),  # this machine has none
 ])
 def test_the_command_line_refuses_what_it_cannot_run(args: list[str], message: str, tmp_path: Path) -> None:
