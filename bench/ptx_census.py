@@ -50,6 +50,8 @@ PTX_PATTERNS = {
     "shfl": r"\bshfl\.sync",
     "gdc_wait": r"\bgriddepcontrol\.wait",  # dependent launch (kernels/dependent_launch.py)
     "gdc_launch": r"\bgriddepcontrol\.launch_dependents",
+    # acquire-release atomics: each waits a round trip to L2 before the thread goes on (split-K counts in with one)
+    "acq_rel": r"\batom(?:\.\w+)*\.acq_rel\b",
 }
 
 
