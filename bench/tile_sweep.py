@@ -31,7 +31,7 @@ import triton
 
 from kernels import w4a16, w4a16_gemv, w4a16_strip_gemv, w8a8
 from kernels.int4_layout import pack_kernel_layout
-from kernels.tuning import cold_time_ms
+from kernels.tuning import captured, cold_time_ms, median_replay_ms
 
 GROUP = 128
 COPIES = 8  # weights of distinct layers in a chained timing: 8 of 4096 x 4096 in int4 exceed an H200's L2
@@ -106,26 +106,13 @@ def _case(kernel: str, k: int, n: int, m: int) -> Case:
                 torch.randn(n, k, device="cuda", dtype=torch.bfloat16), expected, out)
 
 
-def chained_time_ms(calls: list[Callable[[], object]], replays: int = 30) -> float:
-    """GPU milliseconds per call of `calls` replayed back to back from one CUDA graph (median of `replays`); each
-    is run once eagerly first, which compiles it."""
+def chained_time_ms(calls: list[Callable[[], object]]) -> float:
+    """GPU milliseconds per call of `calls` replayed back to back from one CUDA graph; each is run once eagerly
+    first, which compiles it."""
     for call in calls:
         call()
     torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for call in calls:
-            call()
-    graph.replay()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / len(calls))
-    return sorted(times)[len(times) // 2]
+    return median_replay_ms(captured(lambda: [call() for call in calls])) / len(calls)
 
 
 def sweep(kernel: str, k: int, n: int, m: int, given: list[dict] | None, chained: bool) -> dict:

@@ -39,7 +39,8 @@ def _eviction_buffer(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return _EVICTION_BUFFERS[device]
 
 
-def _median_replay_ms(graph: torch.cuda.CUDAGraph) -> float:
+def median_replay_ms(graph: torch.cuda.CUDAGraph) -> float:
+    """Median GPU milliseconds of REPLAYS replays of `graph`, after one that uploads it."""
     graph.replay()  # first replay uploads the graph
     times = []
     for _ in range(REPLAYS):
@@ -52,7 +53,8 @@ def _median_replay_ms(graph: torch.cuda.CUDAGraph) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _captured(calls: Callable[[], None]) -> torch.cuda.CUDAGraph:
+def captured(calls: Callable[[], None]) -> torch.cuda.CUDAGraph:
+    """`calls` recorded as a CUDA graph on the current stream."""
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         calls()
@@ -79,8 +81,8 @@ def cold_time_ms(fn: Callable[[], object]) -> float:
                     fn()
         return calls
 
-    with_calls = _median_replay_ms(_captured(repeated(call_fn=True)))
-    alone = _median_replay_ms(_captured(repeated(call_fn=False)))
+    with_calls = median_replay_ms(captured(repeated(call_fn=True)))
+    alone = median_replay_ms(captured(repeated(call_fn=False)))
     return max(with_calls - alone, 1e-6) / CALLS_PER_GRAPH
 
 
