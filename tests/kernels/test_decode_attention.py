@@ -230,8 +230,8 @@ def test_a_kernel_that_disagrees_on_the_device_leaves_the_model_on_sdpa(
 def test_models_off_sdpa_keep_their_attention(tmp_path: Path) -> None:
     """A model on another backend (eager, as transformers picks for attention SDPA cannot compute, or as its user
     chose) stays on it: the switch never takes a model off an attention it was not built for. Which models
-    transformers itself puts on eager varies between its versions (Gemma 2 was, up to 5.17), so the model is
-    put there here."""
+    transformers itself puts on eager varies between its versions (Gemma 2: eager in 5.24, SDPA in 5.17), so the
+    model is put there here."""
     model, _ = load_model(build_random_model(tmp_path / "llama", "llama", 1), dtype=torch.bfloat16)
     model.set_attn_implementation("eager")
     assert not use_decode_attention(model)
